@@ -8,6 +8,7 @@ its errors. Messages name the secret, the source and the fix, and never contain 
 
 from __future__ import annotations
 
+import copy
 import os
 
 # Exit codes follow sysexits.h where one fits, and the shell for commands and signals.
@@ -42,10 +43,14 @@ class SecretInitError(Exception):
         return self.message
 
     def for_secret(self, secret: str) -> "SecretInitError":
-        """Return this error tagged with the manifest secret it failed for."""
-        if self.secret is None:
-            self.secret = secret
-        return self
+        """Return a copy of this error tagged with the manifest secret it failed for.
+
+        A copy, because one fetch error is shared by every secret that uses the reference.
+        """
+        tagged = copy.copy(self)
+        if tagged.secret is None:
+            tagged.secret = secret
+        return tagged
 
 
 class UsageError(SecretInitError):
@@ -80,6 +85,10 @@ class DataError(SecretInitError):
     """A fetched value cannot be turned into the requested file content."""
 
     exit_code = EX_DATAERR
+
+
+class KeyNotFoundError(DataError):
+    """The value has no field at the requested key path."""
 
 
 class IntegrityError(DataError):
@@ -151,3 +160,13 @@ class StoppedBySignalError(SecretInitError):
 def os_reason(error: OSError) -> str:
     """Return the OS reason of ``error`` without the file name, which callers name themselves."""
     return error.strerror or os.strerror(error.errno or 0) or type(error).__name__
+
+
+class DecryptionFailedError(PermissionDeniedError):
+    """The backend could not decrypt the value with its KMS key (key disabled or kms:Decrypt denied)."""
+
+
+class PrivilegeDropError(SecretInitError):
+    """Switching to the requested user failed, so the command was not started."""
+
+    exit_code = EX_NOPERM

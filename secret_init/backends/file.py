@@ -1,0 +1,136 @@
+"""The ``file`` backend: values from a local YAML/JSON document, or whole files from a folder.
+
+Two shapes, chosen by the backend's fields:
+
+- ``path: ./dev-secrets.yaml`` reads one YAML or JSON document; each secret picks a value
+  with ``key`` (or takes the whole document). With ``format: raw`` the whole file is one
+  value, byte for byte.
+- ``dir: /run/secrets-swarm`` serves each secret's ``file: NAME`` from that folder, byte for
+  byte: Docker Swarm secrets, Kubernetes-mounted secrets, anything already on disk that a
+  template should combine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..deadline import Deadline
+from ..errors import ConfigError, DataError, NotFoundError, PermissionDeniedError, SecretInitError, os_reason
+from ..fields import Fields
+from .base import Backend, BackendContext, Fetched, KeyPath, Reference
+
+# A development secrets file beyond this size is a mistake (a log, a dump), not secrets.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+DOCUMENT_FORMATS = ("auto", "yaml", "json", "raw")
+
+
+@dataclass(frozen=True)
+class FileReference(Reference):
+    """A document file, or one file inside the backend's folder."""
+
+    path: str
+
+    def describe(self) -> str:
+        return f"{self.backend}:{self.path}"
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    """Read a local file with errors that name it and say what to do."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a file") from None
+    except PermissionError:
+        raise PermissionDeniedError(
+            f"{what} {path} is not readable by uid {os.geteuid()}; fix its mode or owner") from None
+    except OSError as error:
+        raise NotFoundError(f"cannot read {what} {path}: {os_reason(error)}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(f"{what} {path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def parse_document(data: bytes, path: Path, document_format: str) -> Any:
+    """Parse a YAML or JSON secrets document without echoing its content in errors."""
+    import yaml
+
+    if document_format == "auto":
+        document_format = "json" if path.suffix.lower() == ".json" else "yaml"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text (invalid byte at offset {error.start})") from None
+    if document_format == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            # The library message quotes no content, only the position.
+            raise DataError(f"{path} is not valid JSON: {error.msg} at line {error.lineno} "
+                            f"column {error.colno}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        # Only the problem and position: the YAML error's context lines would quote values.
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise DataError(f"{path} is not valid YAML: {error.problem}{where}") from None
+    except yaml.YAMLError:
+        raise DataError(f"{path} is not valid YAML") from None
+
+
+class FileBackend(Backend):
+    """Local files: the development backend, and files other tools already mounted."""
+
+    type_name = "file"
+
+    def __init__(self, name: str, config: Fields, context: BackendContext) -> None:
+        super().__init__(name, config, context)
+        which = config.exclusive("path", "dir", required=True)
+        self.document_format = config.string("format", "auto", choices=DOCUMENT_FORMATS)
+        if which == "path":
+            self.path: Path | None = context.resolve_path(config.string("path"))
+            self.dir: Path | None = None
+        else:
+            self.dir = context.resolve_path(config.string("dir"))
+            self.path = None
+            if config.has("format"):
+                raise config.error("format", "applies to 'path' documents; files under 'dir' "
+                                             "are read byte for byte")
+
+    def reference(self, entry: Fields) -> tuple[Reference, KeyPath | None]:
+        if self.dir is not None:
+            file_name = entry.string("file", required=True)
+            if "/" in file_name or file_name in (".", ".."):
+                raise entry.error("file", f"'{file_name}' must be a file name inside {self.dir}")
+            return FileReference(self.name, str(self.dir / file_name)), None
+        assert self.path is not None
+        if entry.has("file"):
+            raise entry.error("file", f"backend '{self.name}' reads the document {self.path}; "
+                                      "pick a value with 'key', or give the backend 'dir:' instead")
+        return FileReference(self.name, str(self.path)), None
+
+    def fetch(self, references: Sequence[Reference],
+              deadline: Deadline) -> dict[Reference, Fetched | SecretInitError]:
+        results: dict[Reference, Fetched | SecretInitError] = {}
+        for reference in references:
+            assert isinstance(reference, FileReference)
+            try:
+                results[reference] = self._fetch_one(Path(reference.path))
+            except SecretInitError as error:
+                results[reference] = error
+        return results
+
+    def _fetch_one(self, path: Path) -> Fetched:
+        if self.dir is not None:
+            return Fetched(value=read_bytes(path, "secret file"))
+        data = read_bytes(path, "secrets file")
+        if self.document_format == "raw":
+            return Fetched(value=data)
+        return Fetched(value=parse_document(data, path, self.document_format))

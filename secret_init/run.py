@@ -1,0 +1,276 @@
+"""One run of secret-init, as its steps: load manifest, plan, fetch, render, write, hand over."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn
+
+from . import redact
+from .backends.base import Fetched
+from .deadline import Deadline
+from .environment import CREDENTIAL_VARIABLES, check_env_value, child_environment, process_environment
+from .errors import ConfigError, DataError, KeyNotFoundError, NotFoundError, SecretInitError, StoppedBySignalError
+from .fetch import close_backends, fetch_all
+from .handover import HandOverOptions, hand_over
+from .manifest import Manifest, SecretSpec, load_manifest
+from .plan import Plan, PlannedSecret, backends_in_use, build_plan
+from .publish import OutputFile, check_memory_filesystem, publish
+from .render import fill_template, render_value, template_references
+
+log = logging.getLogger("secret_init")
+
+# Signals that stop a run before the hand-over; each exits 128+signal with nothing started.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass
+class RunOptions:
+    """Settings from the command line and SECRET_INIT_* variables; None means "use the manifest"."""
+
+    manifest_path: str
+    fake_path: str | None = None
+    allow_disk: bool = False
+    output_dir: str | None = None
+    timeout: float | None = None
+    user: str | None = None
+    cleanup: bool | None = None
+    handover: HandOverOptions = field(default_factory=HandOverOptions)
+
+
+@dataclass
+class Rendered:
+    """The content of every secret that will be written, and what could not be rendered."""
+
+    content: dict[str, bytes]
+    errors: list[SecretInitError]
+    missing_optional: list[str]
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise StoppedBySignalError(signum)
+
+
+def install_stop_handlers() -> None:
+    """Turn SIGTERM, SIGINT and SIGHUP into a clean abort until the hand-over."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
+
+
+# -- step 1 and 2: load and plan --------------------------------------------------------------
+
+def load_and_plan(options: RunOptions) -> Plan:
+    manifest = load_manifest(options.manifest_path)
+    return build_plan(manifest, output_dir=options.output_dir, user=options.user)
+
+
+# -- step 3: fetch ----------------------------------------------------------------------------
+
+def load_fake_values(path: str) -> dict[str, Any]:
+    """Read the --fake file: a YAML or JSON mapping of secret name to value."""
+    from pathlib import Path
+
+    from .backends.file import parse_document, read_bytes
+
+    document = parse_document(read_bytes(Path(path), "fake secrets file"), Path(path), "auto")
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"fake secrets file {path} must be a mapping of secret name to value")
+    redact.register(document)
+    return {str(name): value for name, value in document.items()}
+
+
+def fetch_values(plan: Plan, options: RunOptions) -> dict[str, Fetched | SecretInitError]:
+    """Fetch every non-template secret, by name; with --fake, read them from the fake file."""
+    sources = [planned.spec for planned in plan.secrets if planned.spec.template is None]
+
+    if options.fake_path is not None:
+        fake = load_fake_values(options.fake_path)
+        values: dict[str, Fetched | SecretInitError] = {}
+        for spec in sources:
+            if spec.name in fake:
+                values[spec.name] = Fetched(value=fake[spec.name])
+                log.info("using fake value for %s from %s", spec.name, options.fake_path)
+            else:
+                values[spec.name] = NotFoundError(
+                    f"no value in fake file {options.fake_path}; add a line '{spec.name}: ...'",
+                    secret=spec.name)
+        return values
+
+    timeout = options.timeout if options.timeout is not None else plan.manifest.timeout
+    deadline = Deadline.after(timeout)
+    backends = backends_in_use(plan)
+    try:
+        result = fetch_all(backends, plan.references, deadline)
+    finally:
+        close_backends(backends)
+
+    values = {}
+    for spec in sources:
+        assert spec.reference is not None
+        outcome = result.values[spec.reference]
+        values[spec.name] = outcome
+        if isinstance(outcome, Fetched):
+            version = f" version {outcome.version}" if outcome.version else ""
+            milliseconds = result.milliseconds.get(spec.reference.backend, 0)
+            log.info("fetched %s from %s%s in %d ms", spec.name, plan.source_of(spec), version,
+                     milliseconds, extra={"secret": spec.name, "backend": spec.reference.backend,
+                                          "source": spec.reference.describe(),
+                                          "version": outcome.version, "ms": milliseconds,
+                                          "event": "fetched"})
+    return values
+
+
+# -- step 4: render ---------------------------------------------------------------------------
+
+def _tolerated(error: SecretInitError) -> bool:
+    """Whether an optional secret may be skipped after ``error``: only absence, not failure."""
+    return isinstance(error, (NotFoundError, KeyNotFoundError))
+
+
+def render_all(plan: Plan, values: dict[str, Fetched | SecretInitError], *, fake: bool) -> Rendered:
+    content: dict[str, bytes] = {}
+    errors: list[SecretInitError] = []
+    missing: list[str] = []
+
+    for planned in plan.secrets:
+        spec = planned.spec
+        if spec.template is not None:
+            continue
+        outcome = values[spec.name]
+        source = "the fake file" if fake else plan.source_of(spec)
+        if isinstance(outcome, Fetched):
+            render_spec = replace(spec, key=None, encoding=None) if fake else spec
+            try:
+                content[spec.name] = render_value(outcome, render_spec, source)
+                redact.register(content[spec.name])
+                continue
+            except SecretInitError as error:
+                outcome = error.for_secret(spec.name)
+        outcome = outcome.for_secret(spec.name)
+        if spec.optional and _tolerated(outcome):
+            missing.append(spec.name)
+            log.warning("optional secret %s is missing, no file written: %s", spec.name, outcome.message)
+        else:
+            errors.append(outcome)
+
+    by_name = {planned.name: planned.spec for planned in plan.secrets}
+    for spec in plan.templates:
+        assert spec.template is not None
+        absent = [name for name in template_references(spec.template) if name not in content]
+        if absent:
+            if all(by_name[name].optional and name in missing for name in absent) and spec.optional:
+                missing.append(spec.name)
+                log.warning("optional template %s is skipped: it uses missing secret(s) %s",
+                            spec.name, ", ".join(absent))
+                continue
+            if any(name in missing for name in absent):
+                errors.append(DataError(f"template uses optional secret(s) {', '.join(absent)}, "
+                                        "which are missing; make the template optional or the "
+                                        "secret required", secret=spec.name))
+            # Otherwise the referenced secret failed and its own error is already listed.
+            continue
+        content[spec.name] = fill_template(spec.template, content)
+        redact.register(content[spec.name])
+
+    return Rendered(content=content, errors=errors, missing_optional=missing)
+
+
+# -- step 5: write ----------------------------------------------------------------------------
+
+def write_all(plan: Plan, rendered: Rendered, *, allow_disk: bool, fake: bool) -> str:
+    manifest = plan.manifest
+    check_memory_filesystem(plan.output_dir, allow_disk=allow_disk or manifest.output.allow_disk,
+                            fake_only=fake)
+    files = [OutputFile(name=planned.name, content=rendered.content[planned.name],
+                        mode=planned.mode, uid=planned.uid, gid=planned.gid)
+             for planned in plan.secrets if planned.name in rendered.content]
+    dir_uid, dir_gid = plan.default_owner.uid, plan.default_owner.gid
+
+    # The swap is short; keep stop signals pending across it so no run ends between the
+    # ..data rename and the links, then let them act.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        version_path = publish(plan.output_dir, files, dir_mode=manifest.output.dir_mode,
+                               dir_uid=dir_uid, dir_gid=dir_gid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return version_path
+
+
+# -- step 6: hand over ------------------------------------------------------------------------
+
+def command_environment(plan: Plan, rendered: Rendered) -> dict[str, str]:
+    exports: dict[str, str] = {}
+    for planned in plan.secrets:
+        spec = planned.spec
+        if planned.name not in rendered.content:
+            continue
+        if spec.env:
+            exports[spec.env] = check_env_value(spec.name, spec.env, rendered.content[planned.name])
+        if spec.env_file:
+            exports[spec.env_file] = planned.path
+    consumed: set[str] = set(CREDENTIAL_VARIABLES)
+    for backend in backends_in_use(plan).values():
+        consumed |= backend.consumed_environment()
+    return child_environment(process_environment(), remove=consumed,
+                             keep=plan.manifest.keep_env, exports=exports)
+
+
+def prepare(options: RunOptions) -> tuple[Plan, Rendered]:
+    """Run every step up to the hand-over; raise the first failure after logging them all."""
+    started = time.monotonic()
+    plan = load_and_plan(options)
+    fake = options.fake_path is not None
+
+    values = fetch_values(plan, options)
+    rendered = render_all(plan, values, fake=fake)
+    if rendered.errors:
+        for error in rendered.errors:
+            log.error("%s", error)
+        failed = len(rendered.errors)
+        log.error("%d of %d secrets failed; nothing was written and the command was not started",
+                  failed, len(plan.secrets))
+        raise rendered.errors[0]
+
+    version_path = write_all(plan, rendered, allow_disk=options.allow_disk, fake=fake)
+    skipped = f", {len(rendered.missing_optional)} optional missing" if rendered.missing_optional else ""
+    log.info("wrote %d secrets to %s in %d ms%s", len(rendered.content), plan.output_dir,
+             (time.monotonic() - started) * 1000, skipped,
+             extra={"event": "written", "count": len(rendered.content)})
+    log.debug("current version directory: %s", version_path)
+    return plan, rendered
+
+
+def run(options: RunOptions, command: list[str]) -> NoReturn:
+    plan, rendered = prepare(options)
+    env = command_environment(plan, rendered)
+    handover = options.handover
+    user = options.user or plan.manifest.user
+    cleanup = options.cleanup if options.cleanup is not None else plan.manifest.cleanup
+    handover = replace(handover, user=user, cleanup_dir=plan.output_dir if cleanup else None)
+    # Drop the values this process holds before it becomes (or starts) the application.
+    del rendered
+    hand_over(command, env, handover)
+
+
+def manifest_summary(manifest: Manifest) -> str:
+    kinds = sorted({type(b).type_name for b in manifest.backends.values()})
+    return (f"{manifest.path}: valid, {len(manifest.secrets)} secrets, "
+            f"{len(manifest.backends)} backends ({', '.join(kinds) or 'none'})")
+
+
+def secret_row(plan: Plan, planned: PlannedSecret) -> dict[str, Any]:
+    spec: SecretSpec = planned.spec
+    return {
+        "name": planned.name,
+        "source": plan.source_of(spec),
+        "file": planned.path,
+        "mode": f"{planned.mode:04o}",
+        "owner": f"{planned.uid}:{planned.gid}",
+        "env": ", ".join(v for v in (spec.env, spec.env_file and f"{spec.env_file} (path)") if v) or "-",
+        "optional": spec.optional,
+    }
