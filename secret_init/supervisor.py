@@ -254,6 +254,10 @@ def list_descendants(root: int) -> dict[int, str] | None:
     return found
 
 
+def count_processes(processes: dict[int, str]) -> str:
+    return "1 process" if len(processes) == 1 else f"{len(processes)} processes"
+
+
 def describe_processes(processes: dict[int, str]) -> str:
     return ", ".join(f"{pid} ({name})" for pid, name in sorted(processes.items()))
 
@@ -411,21 +415,21 @@ class Supervisor:
         if not remaining:
             return
         self.log.warning(
-            f"{len(remaining)} processes still run after {self.options.name} exited: "
+            f"{count_processes(remaining)} still running after {self.options.name} exited: "
             f"{describe_processes(remaining)}; sending SIGTERM, and SIGKILL after "
             f"{self.options.grace_period:g}s")
         self.signal_descendants(remaining, signal.SIGTERM)
         remaining = self.wait_for_descendants(self.options.grace_period)
         if not remaining:
             return
-        self.log.warning(f"{len(remaining)} processes did not exit within "
+        self.log.warning(f"{count_processes(remaining)} did not exit within "
                          f"{self.options.grace_period:g}s of SIGTERM: "
                          f"{describe_processes(remaining)}; sending SIGKILL")
         self.signal_descendants(remaining, signal.SIGKILL)
         remaining = self.wait_for_descendants(KILL_WAIT_SECONDS)
         if remaining:
-            self.log.warning(f"exiting while {len(remaining)} killed processes are still "
-                             f"not gone: {describe_processes(remaining)}")
+            self.log.warning(f"exiting while {count_processes(remaining)} killed with "
+                             f"SIGKILL still exist: {describe_processes(remaining)}")
 
     def remaining_descendants(self) -> dict[int, str]:
         found = list_descendants(self.me)

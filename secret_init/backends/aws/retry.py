@@ -106,7 +106,8 @@ def map_error(error: BaseException, subject: str, permission: str,
     import botocore.exceptions as bce
 
     code = error_code(error)
-    if code:
+    # A numeric code means the error body was not JSON, and its text is not shown.
+    if code and code != str(_status(error)):
         mapped = map_code(code, aws_message(error), subject, permission, service_codes)
     elif isinstance(error, bce.ParamValidationError):
         mapped = ConfigError(f"invalid request for {subject}: {error}")

@@ -9,6 +9,7 @@ requests, so the package imports it only when a fetch starts.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import warnings
@@ -35,7 +36,8 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({412, 429, 500, 502, 503, 504})
 # Time ``close`` gives the revoke-self request; the run's deadline may already have passed.
 REVOKE_TIMEOUT_SECONDS = 5.0
-# Longest part of a non-JSON error body (a proxy's HTML page) quoted in a message.
+_MULTIERROR_HEADER = re.compile(r"^\d+ errors? occurred:")
+# Maximum characters of a non-JSON error body (a proxy's HTML page) quoted in a message.
 MAX_QUOTED_BODY = 200
 
 # hvac maps status codes to exception classes and keeps no status code on the exception.
@@ -62,7 +64,7 @@ class VaultSession(requests.Session):
     response so that a retry can read its status code and Retry-After header.
 
     hvac passes ``verify``, ``cert`` and ``proxies`` per request, partly from variables it
-    read at import time; this session overrides them with the settings read for this run.
+    read at import time. This session overrides them with the settings read for this run.
     ``trust_env`` is off so that .netrc, REQUESTS_CA_BUNDLE and the proxy variables are not
     applied behind the backend's back; ``proxies`` comes from ``select_proxy`` instead.
     """
@@ -130,11 +132,19 @@ def build_client(settings: VaultSettings) -> tuple[hvac.Client, VaultSession]:
     return client, session
 
 
+def _flatten_multierror(text: str) -> str:
+    """Turn Go's "2 errors occurred:\n\t* a\n\t* b\n\n" into "a; b"."""
+    text = text.strip()
+    if _MULTIERROR_HEADER.match(text):
+        items = [item.strip() for item in text.split("\n\t* ")[1:]]
+        return "; ".join(item for item in items if item)
+    return " ".join(text.split())
+
+
 def vault_message(error: hvac.exceptions.VaultError) -> str:
     """Return Vault's error text without hvac's ", on <method> <url>" suffix."""
     if error.errors:
-        return "; ".join(str(item).strip().replace("\n\t* ", " ").replace("\n", " ")
-                         for item in error.errors)
+        return "; ".join(_flatten_multierror(str(item)) for item in error.errors)
     if error.json is not None:
         warnings_list = error.json.get("warnings") if isinstance(error.json, dict) else None
         if warnings_list:
@@ -148,10 +158,10 @@ def vault_message(error: hvac.exceptions.VaultError) -> str:
 
 
 def is_invalid_token_message(message: str) -> bool:
-    """Tell whether Vault's 403 text says the token itself is bad.
+    """Return True when Vault's 403 message blames the token itself.
 
     Vault 1.17 and later add "invalid token" to every 403 caused by a missing, expired or
-    revoked token; earlier servers send only "permission denied", so a token lookup decides.
+    revoked token. Earlier servers send only "permission denied", so a token lookup decides.
     """
     lowered = message.lower()
     return "invalid token" in lowered or "token is expired" in lowered or "bad token" in lowered
@@ -180,7 +190,7 @@ class VaultConnection:
 
         ``action`` names the request for logs and errors ("read secret/web/db"). With
         ``login`` set, a 400 or 403 means the credentials were rejected.
-        NOTE: a POST that timed out may have reached Vault; retrying a login or a dynamic
+        NOTE: a POST that timed out may have reached Vault. Retrying a login or a dynamic
         secret read then creates a second token or lease, which Vault expires by its TTL.
         """
         attempts = 0
@@ -205,24 +215,23 @@ class VaultConnection:
             except requests.exceptions.SSLError as error:
                 raise BackendUnavailableError(
                     f"{action}: TLS connection to Vault at {self.settings.address} failed: "
-                    f"{_short_reason(error)}; set ca_cert (or VAULT_CACERT) to the CA that "
-                    "signed Vault's certificate") from None
+                    f"{_tls_reason_and_fix(error)}") from None
             except requests.exceptions.Timeout as error:
                 if deadline.expired():
                     raise DeadlineExceededError(
-                        f"{action}: Vault at {self.settings.address} did not answer before the "
+                        f"{action}: Vault at {self.settings.address} did not respond before the "
                         f"{deadline.seconds:g} s fetch deadline ({attempts} attempt(s))") from None
                 reason = f"timed out after {time.monotonic() - started:.1f} s ({type(error).__name__})"
                 retry_after = None
-            except requests.exceptions.ConnectionError as error:
+            except (requests.exceptions.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as error:
                 reason = f"connection failed: {_short_reason(error)}"
                 retry_after = None
-            except ValueError as error:
-                # hvac hands back the raw response when a 200 body is not JSON, and the
-                # caller's lookup of "data" fails on it.
+            except requests.exceptions.RequestException as error:
+                # An invalid URL or header: sending again cannot help.
                 raise BackendUnavailableError(
-                    f"{action}: Vault at {self.settings.address} returned an unexpected "
-                    f"response ({error})") from None
+                    f"{action}: the request to Vault at {self.settings.address} failed: "
+                    f"{_short_reason(error)}") from None
 
             delay = next(delays, None)
             if retry_after is not None:
@@ -257,7 +266,7 @@ class VaultConnection:
         if login and status in (400, 401, 403):
             return CredentialsError(f"{action}: Vault rejected the credentials ({detail})")
         if status in (401, 403):
-            return self._forbidden(action, detail, message)
+            return self._forbidden(action, error, detail, message)
         if status == 404:
             return NotFoundError(f"{action}: not found in Vault at {self.settings.address} "
                                  f"({detail if message != 'no error message' else 'HTTP 404'})")
@@ -273,14 +282,17 @@ class VaultConnection:
         return BackendUnavailableError(f"{action}: Vault at {self.settings.address} failed "
                                        f"({detail})")
 
-    def _forbidden(self, action: str, detail: str, message: str) -> SecretInitError:
+    def _forbidden(self, action: str, error: hvac.exceptions.VaultError, detail: str,
+                   message: str) -> SecretInitError:
         if is_invalid_token_message(message) or not self.token_is_valid():
             return CredentialsError(
                 f"{action}: {self.token_source} is invalid or expired ({detail}); supply a "
                 "current token or log in again")
+        capability = "update" if (error.method or "").lower() in ("post", "put") else "read"
+        api_path = (error.url or "").partition("/v1/")[2] or "the path"
         return PermissionDeniedError(
-            f"{action}: permission denied by the token's policies ({detail}); grant 'read' "
-            "on the path, which for a KV v2 secret is <mount>/data/<path>")
+            f"{action}: permission denied by the token's policies ({detail}); the token needs "
+            f"'{capability}' on {api_path} (a KV version 2 policy names <mount>/data/<path>)")
 
     def token_is_valid(self) -> bool:
         """Look the token up once (lookup-self) to tell an expired token from a policy denial.
@@ -297,7 +309,8 @@ class VaultConnection:
                     self._token_valid = False
                 except (hvac.exceptions.VaultError, requests.exceptions.RequestException,
                         DeadlinePassed):
-                    # Unknown: report the denial as a policy problem, which lists both causes.
+                    # The lookup itself failed, so the token's state is unknown. Report a
+                    # policy denial and look again on the next 403.
                     return True
             return self._token_valid
 
@@ -318,11 +331,23 @@ class VaultConnection:
 def _short_reason(error: Exception) -> str:
     """Return the innermost reason of a requests error, without the long urllib3 wrapper."""
     reason: Any = error
-    while reason is not None and getattr(reason, "args", None):
+    while getattr(reason, "args", None):
         inner = reason.args[0]
-        if isinstance(inner, Exception):
-            reason = getattr(inner, "reason", None) or inner
-            continue
-        break
+        if not isinstance(inner, Exception):
+            break
+        nested = getattr(inner, "reason", None)
+        reason = nested if isinstance(nested, Exception) else inner
     text = str(reason)
     return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _tls_reason_and_fix(error: Exception) -> str:
+    reason = _short_reason(error)
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        fix = "set ca_cert (or VAULT_CACERT) to the CA that signed Vault's certificate"
+    elif "CERTIFICATE_REQUIRED" in reason or "BAD_CERTIFICATE" in reason or "UNKNOWN_CA" in reason:
+        fix = ("Vault asks for a client certificate it accepts; set client_cert and client_key "
+               "(or VAULT_CLIENT_CERT and VAULT_CLIENT_KEY)")
+    else:
+        fix = "check the TLS settings (ca_cert, client_cert, client_key) and the address"
+    return f"{reason}; {fix}"

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 AUTH_METHODS = ("token", "approle", "kubernetes", "jwt")
 DEFAULT_KUBERNETES_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-# Parallel reads against one Vault. The default matches the connection pool of one requests
-# adapter (10) with room for the login; the maximum keeps one container from flooding Vault.
+# Parallel reads against one Vault. The maximum keeps one container from flooding Vault with
+# requests; the session's connection pool is sized to the setting.
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 64
 # Upper bound for one HTTP request; the run's deadline cuts it further. hvac uses 30 s too.
@@ -77,10 +77,11 @@ class TLSSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """How the backend gets its Vault token.
+    """The auth method and its credential sources.
 
-    ``token``: ``token_file``, else VAULT_TOKEN, else ~/.vault-token; never revoked.
-    ``approle``, ``kubernetes``, ``jwt``: a login whose token is revoked in ``close``.
+    ``token`` reads ``token_file``, else VAULT_TOKEN, else ~/.vault-token, and that token is
+    never revoked. ``approle``, ``kubernetes`` and ``jwt`` log in, and ``close`` revokes the
+    token of that login.
     """
 
     method: str = "token"
@@ -194,14 +195,16 @@ def _read_tls(config: Fields, context: BackendContext, address: str) -> TLSSetti
     client_cert = path_setting("client_cert", "VAULT_CLIENT_CERT")
     client_key = path_setting("client_key", "VAULT_CLIENT_KEY")
     if (client_cert is None) != (client_key is None):
-        given, missing = (client_cert, "client_key") if client_key is None else (client_key, "client_cert")
-        assert given is not None
-        variable = "VAULT_CLIENT_KEY" if missing == "client_key" else "VAULT_CLIENT_CERT"
-        if given[0] in ("client_cert", "client_key"):
-            raise config.error(given[0], f"a client certificate needs both 'client_cert' and "
-                                         f"'client_key'; set '{missing}' too")
-        raise ConfigError(f"{given[0]} is set but {variable} is not; a client certificate "
-                          "needs both")
+        if client_key is None:
+            present, missing_field, missing_variable = client_cert, "client_key", "VAULT_CLIENT_KEY"
+        else:
+            present, missing_field, missing_variable = client_key, "client_cert", "VAULT_CLIENT_CERT"
+        assert present is not None
+        if present[0] in ("client_cert", "client_key"):
+            raise config.error(present[0], f"a client certificate needs both 'client_cert' and "
+                                           f"'client_key'; set '{missing_field}' too")
+        raise ConfigError(f"{present[0]} is set but {missing_variable} is not; a client "
+                          "certificate needs both")
 
     if config.has("skip_verify"):
         skip_verify = config.boolean("skip_verify")
@@ -264,8 +267,8 @@ def _read_auth(auth: Fields, context: BackendContext) -> tuple[AuthSettings, set
 
     # jwt: the role may be omitted when the mount has a default_role.
     role = auth.string("role")
-    which = auth.exclusive("token_file", "token_env", required=True)
-    if which == "token_file":
+    token_source = auth.exclusive("token_file", "token_env", required=True)
+    if token_source == "token_file":
         return AuthSettings(method=method, mount=mount, role=role,
                             token_path=optional_path("token_file")), consumed
     token_env = auth.string("token_env")
@@ -274,38 +277,67 @@ def _read_auth(auth: Fields, context: BackendContext) -> tuple[AuthSettings, set
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
-def _no_proxy_matches(host: str, port: int | None, no_proxy: str) -> bool:
-    """Match ``host`` against NO_PROXY entries: '*', host names and suffixes, IPs, CIDRs."""
-    host = host.lower().strip("[]")
+def _split_no_proxy_entry(entry: str) -> tuple[str, str]:
+    """Split a NO_PROXY entry into (host, port); port is "" when the entry has none."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else ""
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
+
+
+def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
+    """Match ``host``:``port`` against NO_PROXY entries as Go's httpproxy package does.
+
+    An entry is "*", an IP address or CIDR prefix, or a domain name, each with an optional
+    port. "example.com" matches that name and its subdomains, ".example.com" (or
+    "*.example.com") only the subdomains.
+    """
+    host = host.lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
     for entry in (item.strip().lower() for item in no_proxy.split(",")):
         if not entry:
             continue
         if entry == "*":
             return True
-        entry_host, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-        if entry_port and port is not None and entry_port != str(port):
-            continue
-        entry_host = entry_host.lstrip(".")
-        try:
-            network = ipaddress.ip_network(entry_host, strict=False)
-        except ValueError:
-            network = None
-        if network is not None:
+        if "/" in entry:
             try:
-                if ipaddress.ip_address(host) in network:
-                    return True
+                network = ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                pass
+                continue
+            if address is not None and address in network:
+                return True
             continue
-        if host == entry_host or host.endswith("." + entry_host):
+        entry_host, entry_port = _split_no_proxy_entry(entry)
+        if not entry_host or (entry_port and entry_port != str(port)):
+            continue
+        try:
+            entry_address = ipaddress.ip_address(entry_host)
+        except ValueError:
+            entry_address = None
+        if entry_address is not None:
+            if address is not None and address == entry_address:
+                return True
+            continue
+        if entry_host.startswith("*."):
+            entry_host = entry_host[1:]
+        if entry_host.startswith("."):
+            if host.endswith(entry_host):
+                return True
+        elif host == entry_host or host.endswith("." + entry_host):
             return True
     return False
 
@@ -313,8 +345,8 @@ def _no_proxy_matches(host: str, port: int | None, no_proxy: str) -> bool:
 def select_proxy(address: str, environ: Mapping[str, str]) -> str | None:
     """Return the proxy URL for ``address`` from HTTP(S)_PROXY and NO_PROXY, or None.
 
-    The rules follow Go's net/http ProxyFromEnvironment, which the Vault CLI and Agent use:
-    upper-case variables win over lower-case ones, ALL_PROXY is not read, and a loopback
+    The rules follow Go's net/http ProxyFromEnvironment, which the Vault CLI and Agent use.
+    Upper-case variables win over lower-case ones, and ALL_PROXY is not read. A loopback
     address (localhost, 127.0.0.0/8, ::1) never goes through a proxy, so a Vault Agent
     sidecar or a local test server is reached directly.
     """
@@ -322,12 +354,13 @@ def select_proxy(address: str, environ: Mapping[str, str]) -> str | None:
     host = parts.hostname or ""
     if _is_loopback(host):
         return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
 
     def variable(name: str) -> str | None:
         return environ.get(name.upper()) or environ.get(name.lower()) or None
 
     no_proxy = variable("no_proxy")
-    if no_proxy and _no_proxy_matches(host, parts.port, no_proxy):
+    if no_proxy and _no_proxy_matches(host, port, no_proxy):
         return None
     if parts.scheme == "https":
         return variable("https_proxy")
