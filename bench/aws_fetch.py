@@ -65,7 +65,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
     result = subprocess.run(command, env=env, cwd=cwd, capture_output=True)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"{command[:4]} failed with {result.returncode}:\n"
+        raise SystemExit(f"{' '.join(command[:4])} failed with exit code {result.returncode}:\n"
                          f"{result.stderr.decode(errors='replace')}")
     return elapsed
 

@@ -1,6 +1,6 @@
 """A scripted AWS JSON-protocol endpoint on 127.0.0.1 for what moto cannot do.
 
-moto never throttles, never returns 5xx, and never breaks a connection. This server answers
+moto never throttles, never returns 5xx, and never breaks a connection. This server responds to
 each request with the next step of a script (a status and JSON body, a connection reset, or
 a body that is not JSON) and records the operation of every request it received.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 @dataclass
 class Reply:
-    """One scripted answer: an HTTP status and a JSON body, or a raw body."""
+    """One scripted response: an HTTP status and a JSON body, or a raw body."""
 
     status: int = 200
     body: Any = field(default_factory=dict)
@@ -26,7 +26,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-# Close the connection with a TCP reset instead of an answer.
+# Close the connection with a TCP reset instead of a response.
 RESET = "reset"
 
 
@@ -39,7 +39,7 @@ def server_error(status: int = 500) -> Reply:
 
 
 class FakeAwsEndpoint:
-    """A loopback HTTP server answering from ``script``, then ``default`` once it is empty."""
+    """A loopback HTTP server responding from ``script``, then ``default`` once it is empty."""
 
     def __init__(self, script: list[Reply | str] | None = None,
                  default: Reply | str | None = None) -> None:

@@ -1,7 +1,7 @@
 """A moto server on 127.0.0.1 for the AWS backend tests, and the environment they run in.
 
-One server runs per test session on an ephemeral port; the ``moto`` fixture resets its state
-through ``/moto-api/reset`` before each test and counts the AWS requests it serves. The
+One server runs per test session on an ephemeral port. The ``moto`` fixture resets its state
+through ``/moto-api/reset`` before each test, and the server counts the AWS requests it serves. The
 ``aws_env`` fixture gives every test dummy keys, a temporary HOME with no AWS files, and
 AWS_EC2_METADATA_DISABLED=true, so that no request leaves the loopback interface.
 

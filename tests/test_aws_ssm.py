@@ -92,9 +92,9 @@ def test_secrets_manager_reference(moto):
 def test_missing_parameter_not_found(moto):
     moto.client("ssm").put_parameter(Name="/there", Value="v", Type="String")
 
-    there, missing = fetch_entries(backend_for(moto), [{"name": "/there"}, {"name": "/missing"}])
+    present, missing = fetch_entries(backend_for(moto), [{"name": "/there"}, {"name": "/missing"}])
 
-    assert there.value == "v"
+    assert present.value == "v"
     assert isinstance(missing, NotFoundError)
     assert "'/missing'" in str(missing)
 

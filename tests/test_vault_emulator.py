@@ -441,7 +441,7 @@ def test_kv2_list_with_verb_and_query(vault):
 
 
 @pytest.mark.parametrize("method,word", [("GET", "get"), ("POST", "put"), ("DELETE", "delete"), ("LIST", "list")])
-def test_kv2_v1_style_path_is_raw_404_with_warning(vault, method, word):
+def test_kv2_v1_style_path_raw_404(vault, method, word):
     vault.kv_put("secret", "web/db", {"password": "one"})
 
     response = http(vault, method, "secret/web/db", token=vault.root_token,
@@ -597,6 +597,7 @@ def test_invalid_expired_and_revoked_tokens(vault):
         response = http(vault, "GET", "secret/data/web/db", token=token)
         assert response.status_code == 403
         assert response.json() == INVALID_TOKEN
+    assert vault.revoked_tokens == [revoked]  # expiry is not revocation
 
 
 def test_token_expires_after_ttl(vault):
@@ -620,7 +621,7 @@ def test_legacy_invalid_token_style():
     assert response.json() == {"errors": ["permission denied"]}
 
 
-def test_missing_mount_is_403_for_policy_token_and_404_for_root(vault):
+def test_missing_mount_403_or_404(vault):
     token = vault.create_token(allow=["secret/data/*"])
 
     denied = http(vault, "GET", "nomount/foo/bar", token=token)
@@ -809,7 +810,7 @@ def test_ui_mounts_without_mount_access_is_preflight_403(vault):
         client_for(vault, token).read("sys/internal/ui/mounts/secret/app/db")
 
 
-def test_ui_mounts_missing_mount_is_403_even_for_root(vault):
+def test_ui_mounts_missing_mount_403(vault):
     response = http(vault, "GET", "sys/internal/ui/mounts/nomount/x", token=vault.root_token)
 
     assert response.status_code == 403
@@ -1307,7 +1308,7 @@ def test_required_namespace_login_and_preflight(vault):
     ("GET", "sys/internal/ui/mounts/secret"),
     ("GET", "nomount/x"),
 ])
-def test_sealed_answers_503_everywhere(vault, method, path):
+def test_sealed_returns_503_everywhere(vault, method, path):
     vault.seal()
 
     response = http(vault, method, path, token=vault.root_token, body={} if method == "POST" else None)

@@ -17,13 +17,20 @@ Usage::
         vault.kv_put("secret", "web/db", {"password": "x"})
         client = hvac.Client(url=vault.url, token=vault.root_token)
 
-Policies are modelled as per-token path patterns rather than HCL policies:
-`allow` patterns grant capabilities, `deny` patterns win over any allow, and a
+Not emulated: response wrapping (X-Vault-Wrap-TTL is logged and ignored),
+PATCH requests, standby forwarding and redirects (only sys/health reports a
+standby), identity groups and the AWS auth method.
+
+Handler delays from `set_latency` wait on an event in the handler thread, so
+they overlap across connections and end early when the server stops.
+
+Policies are modelled as per-token path patterns rather than HCL policies.
+`allow` patterns grant capabilities and `deny` patterns win over any allow. A
 token whose policies include "default" also gets the paths of Vault's built-in
 default policy (lookup-self, renew-self, revoke-self, lease renew and lookup).
-Vault applies the most specific matching rule, the emulator the union of all
-matching allow rules; the two differ only when a narrower rule grants fewer
-capabilities than a broader one.
+Vault applies the most specific matching rule, while the emulator applies the
+union of all matching allow rules. The two differ only when a narrower rule
+grants fewer capabilities than a broader one.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ VAULT_VERSION = "1.18.1"
 PERMISSION_DENIED = "permission denied"
 INVALID_TOKEN = "invalid token"
 SEALED = "Vault is sealed"
-# Go's net/http ServeMux answer for paths outside /v1/.
+# Body that Go's net/http ServeMux returns for paths outside /v1/.
 GO_NOT_FOUND = b"404 page not found\n"
 
 _BASE62 = string.ascii_letters + string.digits
@@ -288,7 +295,7 @@ class Lease:
 
 
 class VaultError(Exception):
-    """Raise from a `set_generic` callable to answer with a Vault error body."""
+    """Error that a `set_generic` callable raises to return a Vault error body."""
 
     def __init__(self, status: int, *messages: str):
         super().__init__(", ".join(messages) or f"HTTP {status}")
@@ -328,7 +335,7 @@ def _no_content() -> _Response:
 
 @dataclass
 class _Call:
-    """A logical request after HTTP parsing: what a Vault backend sees."""
+    """Logical request after HTTP parsing, as a Vault backend receives it."""
 
     request: Request
     path: str  # namespace-relative logical path
@@ -1187,7 +1194,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_LIST = do_HEAD = do_PATCH = handle_any_method
 
     def __getattr__(self, name: str) -> Any:
-        # Unknown verbs reach the emulator too, which answers 405 as Vault does.
+        # Unknown verbs reach the emulator too, which returns 405 as Vault does.
         if name.startswith("do_"):
             return self.handle_any_method
         raise AttributeError(name)
@@ -1251,8 +1258,13 @@ class VaultEmulator:
         *invalid_token_style* selects the 403 body for missing-from-store,
         expired and revoked tokens: "1.17" (Vault 1.17 and later: "permission
         denied" and "invalid token" as a two-item multierror) or "legacy"
-        (the plain ACL denial). *transit_auth_failure_status* is the status of
+        (a plain "permission denied", as before 1.17). *transit_auth_failure_status* is the status of
         a transit decrypt whose GCM tag does not verify (Vault 1.4-1.6 used 500).
+
+        Attributes tests read: `revoked_tokens` and `revoked_leases` list ids
+        in revocation order. A token is revoked by revoke-self, by
+        `revoke_token()` or by its last permitted use. Expiry alone does not
+        add a token to the list.
         """
         if invalid_token_style not in ("1.17", "legacy"):
             raise ValueError(f"invalid_token_style must be '1.17' or 'legacy', got {invalid_token_style!r}")
@@ -1366,7 +1378,7 @@ class VaultEmulator:
         """Report this node as an unsealed standby in sys/health (429 by default).
 
         Only sys/health changes: a real standby forwards other requests to
-        the active node, and the emulator answers them itself.
+        the active node, and the emulator serves them itself.
         """
         with self._lock:
             self.standby = standby
@@ -1406,14 +1418,14 @@ class VaultEmulator:
     def inject(self, path: str, status: int = 500, body: Any = None, times: int = 1,
                headers: dict[str, str] | None = None, drop_connection: bool = False,
                method: str | None = None, content_type: str = "application/json") -> None:
-        """Answer the next *times* requests to *path* with a canned response.
+        """Return a canned response to the next *times* requests to *path*.
 
         *path* is a logical path ("secret/data/web/db", an optional "/v1/"
         prefix is ignored) or a policy-style pattern with a trailing "*".
         *body* is a dict/list (written as JSON), str or bytes (written as is),
         or None for the body Vault sends with that status. With
         *drop_connection* the server reads the request and closes the socket
-        without answering. Injections run before seal, quota and token
+        without a response. Injections run before seal, quota and token
         checks, and queue in the order they were added.
         """
         if times < 1:
@@ -1429,7 +1441,7 @@ class VaultEmulator:
             self._injections.clear()
 
     def set_latency(self, seconds: float, path: str | None = None) -> None:
-        """Delay every request (or those matching *path*) by *seconds* before answering.
+        """Delay every request (or those matching *path*) by *seconds* before responding.
 
         The delay runs in the handler thread, so concurrent requests overlap.
         Global and per-path delays add up.
@@ -1579,9 +1591,9 @@ class VaultEmulator:
         The first path segment becomes a mount of type *mount_type* (default:
         that segment). *method* "GET" serves reads, "POST" or "PUT" serves
         writes, "LIST" and "DELETE" the other operations. *response_data* may
-        be a callable taking the request data (body or query parameters) and
-        returning the data dict; it may raise VaultError to answer with an
-        error. None answers 204.
+        be a callable that takes the request data (body or query parameters)
+        and returns the data dict. The callable may raise VaultError to return
+        an error. Data None returns 204.
         """
         logical = _normalise_pattern(path).strip("/")
         head, slash, rel = logical.partition("/")
@@ -1879,7 +1891,7 @@ class VaultEmulator:
 
     def _write(self, handler: _Handler, request: Request, response: _Response) -> None:
         handler.send_response(response.status)
-        pass
+        handler.send_header("Cache-Control", "no-store")
         if response.content_type is not None:
             handler.send_header("Content-Type", response.content_type)
         for name, value in response.headers:
@@ -2021,6 +2033,7 @@ class VaultEmulator:
             quota.window_start = now
             quota.count = 0
         reset = max(int(quota.window_start + quota.interval - now), 0)
+
         blocked = quota.blocked_until > now
         allowed = not blocked and quota.count < quota.rate
         if allowed:
@@ -2034,6 +2047,7 @@ class VaultEmulator:
                        ("X-Ratelimit-Reset", str(reset))]
         if allowed:
             return headers, None
+
         if quota.response_headers:
             retry_after = int(quota.blocked_until - now) if quota.blocked_until > now else reset
             headers.append(("Retry-After", str(retry_after)))
@@ -2145,7 +2159,6 @@ class VaultEmulator:
         if token is None or token.revoked:
             return None, True
         if token.expire_time is not None and token.expire_time <= time.time():
-            self._revoke_token(token.id)
             return None, True
         return token, True
 
@@ -2173,7 +2186,7 @@ class VaultEmulator:
 
     def _token_valid_in_namespace(self, token: Token, namespace: str) -> bool:
         # NOTE: Enterprise behaviour for a token used outside its namespace is
-        # not public; the emulator answers with the ACL denial.
+        # not public, so the emulator returns the ACL denial.
         if token.is_root or not token.namespace:
             return True
         return namespace == token.namespace or namespace.startswith(token.namespace + "/")
@@ -2219,20 +2232,22 @@ class VaultEmulator:
             return _error_response(400, "path not set")
         if not target.endswith("/"):
             target += "/"
+
         denied = _error_response(403, (
             "preflight capability check returned 403, please ensure client's policies grant access to "
             f"path \"{target}\""))
         mount = self._match_mount(target, call.namespace)
         if mount is None:
-            # Vault answers 403, not 404, so the endpoint cannot enumerate mounts.
+            # Vault returns 403, not 404, so the endpoint cannot enumerate mounts.
             return denied
+
         token, _ = self._lookup_token(call.request)
         if token is None or not self._token_valid_in_namespace(token, call.namespace):
             return denied
         if any(path_matches(pattern, call.path) for pattern in token.deny):
             # NOTE: Vault serves this path unauthenticated, so a policy cannot
-            # deny it; a deny pattern on it is an emulator knob standing in for
-            # a token without access to the mount.
+            # deny it. A deny pattern on it is an emulator setting that
+            # replaces a token without access to the mount.
             return denied
         if not self._has_mount_access(token, mount.path):
             return denied
@@ -2325,7 +2340,7 @@ class VaultEmulator:
     def _lease_revoke(self, lease_id: str) -> _Response:
         if not lease_id:
             return _error_response(400, "lease_id must be specified")
-        # NOTE: an unknown lease id answers 204 here; real servers may return 400.
+        # NOTE: an unknown lease id returns 204 here, but real servers may return 400.
         self._revoke_lease(lease_id)
         return _no_content()
 

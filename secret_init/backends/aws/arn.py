@@ -21,7 +21,7 @@ from dataclasses import dataclass
 SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 SECRET_ID_MAX_LENGTH = 2048
 
-# Parameter names: letters, digits and ``_.-/``; up to 2048 characters including the path.
+# Parameter names: letters, digits and ``_.-/``, up to 2048 characters including the path.
 PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,2048}$")
 # A selector is a version number or a label (letters, digits, ``_.-``, up to 100 characters,
 # and a label must not start with a digit, so digits alone always mean a version).
@@ -30,8 +30,6 @@ PARAMETER_SELECTOR = re.compile(r"^(?:[0-9]{1,19}|[A-Za-z_.-][A-Za-z0-9_.-]{0,99
 # The Secrets Manager path under which SSM returns secrets: /aws/reference/secretsmanager/NAME.
 SECRETS_MANAGER_REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
 
-# Fields of an ARN before the resource part: arn, partition, service, region, account.
-_ARN_PREFIX_FIELDS = 5
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ class ParameterName:
 def parse_secret_id(text: str) -> SecretId:
     """Parse a secret name, partial or full ARN, or ECS ``valueFrom`` ARN; raise ValueError."""
     if len(text) > SECRET_ID_MAX_LENGTH:
-        raise ValueError(f"is longer than {SECRET_ID_MAX_LENGTH} characters")
+        raise ValueError(f"'{text[:64]}...' is longer than {SECRET_ID_MAX_LENGTH} characters")
     if not text.startswith("arn:"):
         if not SECRET_NAME.match(text):
             raise ValueError(

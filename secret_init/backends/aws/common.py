@@ -1,4 +1,4 @@
-"""What the Secrets Manager and SSM backends share: configuration, Region, clients, threads."""
+"""Shared parts of the Secrets Manager and SSM backends: configuration, Region, clients, threads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from . import session
 T = TypeVar("T")
 
 DEFAULT_CONCURRENCY = 8
-# Requests in flight per backend. Each thread holds one pooled HTTPS connection, and the
+# Requests in flight per backend. Each thread uses one pooled HTTPS connection, and the
 # BatchGetSecretValue quota is 100 requests per second per Region.
 MAX_CONCURRENCY = 64
 

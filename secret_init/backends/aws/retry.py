@@ -2,7 +2,7 @@
 
 This is the one place where the AWS backends catch botocore exceptions. Throttling, 5xx
 responses and connection errors are retried with exponential backoff and full jitter until
-the run's deadline; every other error fails at once with its own class and exit code.
+the run's deadline. Every other error fails at once with its own class and exit code.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def _not_found(subject: str, message: str) -> SecretInitError:
 
 
 def _invalid_request(subject: str, message: str) -> SecretInitError:
-    # Secrets Manager answers InvalidRequestException for a secret marked for deletion, and
+    # Secrets Manager returns InvalidRequestException for a secret marked for deletion, and
     # for requests that are valid but not allowed in the secret's state.
     if "delet" in message.lower():
         return SecretDeletedError(
@@ -232,10 +232,10 @@ class SecretsManagerBackend(AwsBackend):
             except SecretInitError as error:
                 if not _batch_fallback_allowed(error):
                     return {secret_id: results.get(secret_id, error) for secret_id in secret_ids}
-                # The whole call failed although the service answered: typically a policy
-                # that grants GetSecretValue but not BatchGetSecretValue, or an endpoint
-                # without the operation. One GetSecretValue per secret reports each
-                # secret's own error instead of one error for all.
+                # The whole call failed although the service responded, typically because a
+                # policy grants GetSecretValue but not BatchGetSecretValue, or the endpoint
+                # lacks the operation. One GetSecretValue per secret reports each secret's
+                # own error instead of one error for all.
                 log.warning("%s failed (%s); reading these secrets with GetSecretValue",
                             subject, error)
                 return self._get_each(region, secret_ids, results, deadline)
@@ -269,7 +269,7 @@ def _batch_fallback_allowed(error: SecretInitError) -> bool:
     """Return whether a failed BatchGetSecretValue should be retried one secret at a time."""
     if isinstance(error, (CredentialsError, DeadlineExceededError)):
         return False
-    # The service answered with an error code (not a connection failure or bad response).
+    # The service responded with an error code (not a connection failure or bad response).
     return bool(getattr(error, "aws_code", ""))
 
 

@@ -29,16 +29,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("secret_init.backends.aws")
 
 # Retry policy. botocore makes exactly one attempt per call and ``retry.call_with_retry``
-# retries instead. botocore's own loop neither knows the run's deadline (it would sleep and
-# retry past it) nor shares the run's full-jitter schedule, and stacking both would multiply
+# retries instead. botocore's own loop does not see the run's deadline (it would sleep and
+# retry past it) and does not share the run's full-jitter schedule, and stacking both would multiply
 # attempts. In client Config, botocore counts ``max_attempts`` as retries after the first
 # attempt (botocore/args.py adds one), so 0 means a single attempt. NOTE: this gives up
 # botocore's adaptive-mode client-side rate limiter, which matters only for far more
 # requests than one run sends.
 BOTOCORE_RETRIES = {"mode": "standard", "max_attempts": 0}
 
-# Per-attempt socket timeouts; both are also cut to the time the deadline leaves when the
-# client is created. Secrets Manager and SSM answer reads in well under a second.
+# Per-attempt socket timeouts, each also cut to the time the deadline leaves when the client
+# is created. Secrets Manager and SSM usually return reads in well under a second.
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 10.0
 # Lower bound so that a client created just before the deadline can still try once.
@@ -86,7 +86,7 @@ def _register_fast_loader(session: "botocore.session.Session") -> None:
     botocore's Loader.load_service_model checks a service name against
     list_available_services, which lists all of the 400-odd model folders (botocore 1.44:
     about 900 stat calls, 25 ms per client on a 2-CPU machine, about a tenth of a one-secret
-    run). The replacement answers ``name in services`` by looking in that service's folder
+    run). The replacement evaluates ``name in services`` by looking in that service's folder
     only, and still lists everything when iterated (for botocore's "unknown service" message).
     """
     from botocore.loaders import create_loader

@@ -6,7 +6,7 @@ Manager secret through Parameter Store. Values are always requested with WithDec
 SecureString parameters arrive decrypted, and are returned as ``str``; the version is the
 parameter's Version. Plain names and ARNs are read with GetParameters, 10 per call, the calls
 in parallel. Names with a selector and /aws/reference/secretsmanager/ names are read one by
-one with GetParameter, because a batch answer cannot be matched to them reliably.
+one with GetParameter, because a batch response cannot be matched to them reliably.
 
 NOTE: a binary Secrets Manager secret read through /aws/reference/secretsmanager/ is not
 handled specially; Parameter Store's answer for it was not verified.
@@ -188,7 +188,7 @@ class ParameterStoreBackend(AwsBackend):
 def _batchable(ref: ParameterReference) -> bool:
     """Return whether GetParameters can read ``ref`` in a batch.
 
-    A batch answer is matched to the request by the parameter's Name or ARN. That is
+    A batch response is matched to the request by the parameter's Name or ARN. That is
     ambiguous for a selector (moto 5.2 omits the Selector field, and one parameter may then
     appear in several versions) and for /aws/reference/secretsmanager/ names (moto 5.2
     returns the bare secret name), so those are read one by one with GetParameter.
