@@ -2247,7 +2247,7 @@ class VaultEmulator:
         if any(path_matches(pattern, call.path) for pattern in token.deny):
             # NOTE: Vault serves this path unauthenticated, so a policy cannot
             # deny it. A deny pattern on it is an emulator setting that
-            # replaces a token without access to the mount.
+            # simulates a token without access to the mount.
             return denied
         if not self._has_mount_access(token, mount.path):
             return denied
