@@ -35,7 +35,7 @@ VALUES_PER_SECTION = 100
 
 
 def build_file(values: int, recipient: str) -> bytes:
-    """A YAML tree of sections with VALUES_PER_SECTION string, int and bool values each."""
+    """Encrypt a YAML tree of sections, each with VALUES_PER_SECTION str, int and bool values."""
     tree: dict[str, dict[str, object]] = {}
     for index in range(values):
         section = tree.setdefault(f"service_{index // VALUES_PER_SECTION:04d}", {})
@@ -71,7 +71,7 @@ def main() -> int:
         environ = {"HOME": home, "SOPS_AGE_KEY": str(identity), "PATH": os.defpath}
 
         def decrypt() -> object:
-            # A new backend each time, so its per-file cache never answers.
+            # A new backend each time, so that its per-file cache is always empty.
             backend = make_backend(environ=environ)
             return backend.decrypt(data, "yaml", "bench.yaml", Deadline.after(600))
 

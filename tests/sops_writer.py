@@ -8,8 +8,8 @@ and IVs reproduces its ENC values and MAC byte for byte.
 
 Input trees are dicts, lists and scalars, plus:
 
-- ``Comment("text")``: a comment; in a YAML list it is written ``- ENC[...,type:comment]``,
-  in a mapping (as the value of a ``CommentKey``) ``#ENC[...]``; both stay out of the MAC.
+- ``Comment("text")``: a comment. In a YAML list it is written ``- ENC[...,type:comment]``,
+  in a mapping (as the value of a ``CommentKey``) ``#ENC[...]``. Neither counts in the MAC.
 - ``Verbatim(text, value)``: an unencrypted YAML scalar written as ``text`` (an anchor, an
   alias, ``0x10``) whose typed value for the MAC is ``value``.
 """
@@ -40,8 +40,8 @@ class Comment(str):
 class CommentKey(str):
     """The key of a comment entry in a mapping (``{CommentKey("c1"): Comment("text")}``).
 
-    Only the writer sees it: the comment is written as a YAML comment line, encrypted with
-    the path of the mapping that holds it.
+    Only the writer reads it: the comment is written as a YAML comment line, encrypted with
+    the path of the mapping that contains it.
     """
 
 
@@ -276,8 +276,13 @@ class SopsWriter:
     # -- metadata -----------------------------------------------------------------------
 
     def metadata(self, mac_hex: str) -> dict[str, Any]:
-        groups = self.key_groups
+        """Build the ``sops`` block: key entries (Shamir shares for several groups) and MAC.
+
+        Several groups without ``shamir_threshold`` write no threshold, so every group is
+        needed, as in a file whose threshold equals its group count.
+        """
         meta: dict[str, Any] = {}
+        groups = self.key_groups
         if len(groups) == 1:
             for maker in groups[0]:
                 key_type, entry = maker(self.data_key)
@@ -294,12 +299,16 @@ class SopsWriter:
                 meta["key_groups"].append(group)
             if self.shamir_threshold is not None:
                 meta["shamir_threshold"] = self.shamir_threshold
+
+        # The MAC's AAD is lastmodified in time.RFC3339 form (whole seconds).
         meta["lastmodified"] = self.lastmodified
         stamp = datetime.datetime.fromisoformat(self.lastmodified.replace("Z", "+00:00"))
         mac_aad = go_time(stamp.replace(microsecond=0))
-        ivs, self.ivs = self.ivs, (iter([self.mac_iv]) if self.mac_iv else None)
+        data_ivs = self.ivs
+        self.ivs = iter([self.mac_iv]) if self.mac_iv else None
         meta["mac"] = self.encrypt_value(mac_hex, mac_aad)
-        self.ivs = ivs
+        self.ivs = data_ivs
+
         option, pattern = self.selection
         meta[option] = pattern
         if self.mac_only_encrypted:
@@ -430,7 +439,7 @@ PGP_FINGERPRINT = "FBC7B9E2A4F9289AC0C1D4843D16CEE4A27381B4"
 
 
 def fixtures_dir() -> str:
-    """The folder of real sops files: $SECRET_INIT_SOPS_FIXTURES or ../shared/fixtures/sops."""
+    """Return the folder of real sops files: $SECRET_INIT_SOPS_FIXTURES or the shared default."""
     return os.environ.get(FIXTURES_VARIABLE) or os.path.join(REPOSITORY, "..", "shared",
                                                              "fixtures", "sops")
 

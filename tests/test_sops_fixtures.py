@@ -1,7 +1,8 @@
 """Real sops files (sops 1.0 to 3.13, published with public test keys) decrypt exactly.
 
-The folder comes from $SECRET_INIT_SOPS_FIXTURES, else ../shared/fixtures/sops beside the
-repository; the tests skip when it is absent. The files are read in place, never copied.
+The folder comes from $SECRET_INIT_SOPS_FIXTURES, else the shared fixtures folder beside the
+repository (see ``fixtures_dir``). The tests skip when it is absent. The files are read in
+place, never copied.
 """
 
 from __future__ import annotations
@@ -185,3 +186,18 @@ def test_writer_reproduces_fixture_bytes(name):
     assert len(written) == len(stored_values)
     assert written == stored_values
     assert meta["mac"] == metadata["mac"]
+
+
+@needs_fixtures
+@needs_gpg
+def test_writer_pgp_file_decrypts(gnupghome, fixture_environ, tmp_path):
+    from tests.sops_writer import pgp_key
+
+    writer = SopsWriter(key_groups=[[pgp_key(PGP_FINGERPRINT, gnupghome)]])
+    path = tmp_path / "pgp.yaml"
+    path.write_bytes(writer.yaml({"password": "hunter2"}))
+
+    result = fetch(make_backend(environ=fixture_environ), {"file": str(path)})
+
+    assert isinstance(result, Fetched), result
+    assert result.value == {"password": "hunter2"}

@@ -6,7 +6,6 @@ import logging
 import os
 import stat
 import sys
-import time
 from pathlib import Path
 
 import pytest

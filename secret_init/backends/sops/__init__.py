@@ -112,12 +112,12 @@ class SopsBackend(Backend):
     # -- references -------------------------------------------------------------------------
 
     def reference(self, entry: Fields) -> tuple[Reference, KeyPath | None]:
-        which = entry.exclusive("file", "source")
+        location = entry.exclusive("file", "source")
         file_format = entry.string("file_format", choices=FORMATS) or self.format
-        if which == "file":
+        if location == "file":
             path = str(self.context.resolve_path(entry.string("file")))
             return SopsReference(self.name, file_format or format_for_path(path), path=path), None
-        if which == "source":
+        if location == "source":
             source_fields = entry.fields("source")
             assert source_fields is not None
             spec = self._source(source_fields)

@@ -24,8 +24,8 @@ class YamlDocuments(list):
 def emit(document: Any, document_format: str) -> bytes:
     """Return ``document`` written in ``document_format`` (yaml, json, dotenv, ini, binary).
 
-    Raises DataError when the document does not fit the format (nested values in dotenv,
-    values below a section in INI); the message names keys, never values.
+    Raises DataError when the document does not fit the format, such as nested values in
+    dotenv or values below a section in INI. The message names keys, never values.
     """
     if document_format == "dotenv":
         return _emit_dotenv(document)
@@ -106,7 +106,7 @@ def _emit_ini(document: Any) -> bytes:
         lines = [] if section == INI_DEFAULT_SECTION else [f"[{section}]"]
         for key, value in items.items():
             if isinstance(value, (Mapping, list)):
-                raise DataError(f"the INI key '{section}.{key}' holds a nested structure, "
+                raise DataError(f"the INI key '{section}.{key}' contains a nested structure, "
                                 "which INI cannot hold")
             lines.append(f"{key} = {_ini_value(scalar_text(value))}")
         blocks.append("\n".join(lines) + "\n")

@@ -3,8 +3,8 @@
 Every loader returns documents made of ``Pairs`` (a mapping as an ordered list of
 ``(key, value)`` items, so duplicate and ``<<`` keys stay visible), lists and scalars, plus
 the raw ``sops`` metadata. Scalars get the types Go sops gives them, because the MAC hashes
-unencrypted values in their typed Go form: YAML plain scalars resolve like yaml.v3 (YAML
-1.2 booleans, ``0x``/``0o`` integers, timestamps), JSON integers stay exact, dotenv and INI
+unencrypted values in their typed Go form. YAML plain scalars resolve like yaml.v3 (YAML
+1.2 booleans, ``0x``/``0o`` integers, timestamps). JSON integers stay exact. Dotenv and INI
 values are strings.
 """
 
@@ -88,15 +88,15 @@ def _split_metadata(documents: list[Pairs], source: str) -> tuple[list[Pairs], A
     metadata = None
     stripped: list[Pairs] = []
     for index, document in enumerate(documents):
-        kept = Pairs()
+        data_items = Pairs()
         for key, value in document:
             if key == METADATA_KEY:
                 # Writers repeat the block in every YAML document; the first one counts.
                 if index == 0:
                     metadata = plain(value)
             else:
-                kept.append((key, value))
-        stripped.append(kept)
+                data_items.append((key, value))
+        stripped.append(data_items)
     if metadata is None:
         raise DataError(f"{source} has no sops metadata; it is not a sops-encrypted file "
                         "(expected a top-level 'sops' entry)")
@@ -239,7 +239,7 @@ class _YamlConverter:
 
 
 def yaml_loader_class() -> type:
-    """The fastest PyYAML loader available (libyaml's when installed); both compose alike."""
+    """Return the fastest PyYAML loader available (libyaml's when installed); both compose alike."""
     import yaml
 
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -390,7 +390,11 @@ def _ini_value(raw: str, lines: list[str], index: int, source: str,
     line = raw.lstrip()
     if not line.strip():
         return "", index
-    quote = '"""' if len(line) > 3 and line.startswith('"""') else ("`" if line[0] == "`" else "")
+    quote = ""
+    if len(line) > 3 and line.startswith('"""'):
+        quote = '"""'
+    elif line[0] == "`":
+        quote = "`"
     if quote:
         body = line[len(quote):]
         end = body.rfind(quote)

@@ -51,13 +51,7 @@ def format_float(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     # repr() gives the shortest round-trip digits; Decimal re-renders them without exponent.
-    text = format(Decimal(repr(value)).normalize(), "f")
-    return text
-
-
-def format_bool(value: bool) -> str:
-    """Format a bool the way sops writes it into plaintext and the MAC (Python-era title case)."""
-    return "True" if value else "False"
+    return format(Decimal(repr(value)).normalize(), "f")
 
 
 def parse_bool(text: str) -> bool:

@@ -2,7 +2,7 @@
 
 Native sources are age (pyrage), PGP (the ``gpg`` binary), AWS KMS (botocore) and Vault
 transit (hvac). Each raises ``KeySourceError`` with a reason that never contains key
-material, and a ``kind`` that tells the caller which error class and hint to give.
+material, and a ``kind`` from which the caller picks the error class and hint.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ...deadline import Deadline
 from .metadata import MasterKey
@@ -26,8 +26,8 @@ from .metadata import MasterKey
 # Key types and age recipients this module cannot decrypt; the sops binary can.
 FALLBACK_KEY_TYPES = ("gcp_kms", "hckms", "azure_kv")
 _X25519_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
-# A gpg or key command that runs longer than the remaining deadline is stopped; this is the
-# floor, so a nearly spent deadline still gives a local command a fair chance.
+# A gpg or key command is stopped when the remaining deadline runs out. This floor gives a
+# local command a fair chance even when the deadline is nearly spent.
 MIN_COMMAND_SECONDS = 1.0
 # sops names its KMS role sessions "sops@<hostname>"; AWS allows 64 characters.
 MAX_ROLE_SESSION_NAME = 64
@@ -50,7 +50,7 @@ class KeySourceError(Exception):
 
 @dataclass
 class KeyContext:
-    """What key sources read: the environment, the deadline and the file's sops version."""
+    """Inputs of the key sources: the environment, the deadline and the file's sops version."""
 
     environ: Mapping[str, str]
     deadline: Deadline
@@ -66,7 +66,7 @@ class KeyContext:
 
 
 def is_native(key: MasterKey) -> bool:
-    """Whether this module can decrypt ``key`` without the sops binary."""
+    """Return whether this module can decrypt ``key`` without the sops binary."""
     if key.key_type in FALLBACK_KEY_TYPES:
         return False
     if key.key_type == "age":
@@ -353,8 +353,8 @@ def _kms_contexts(encryption_context: dict[str, str],
                   version: tuple[int, ...] | None) -> list[dict[str, str]]:
     """Return the encryption contexts to try, the stored one first.
 
-    sops before 3.3.0 encrypted with a context in which every key mapped to the same one of
-    the stored values when the context had two or more different values; sops retries each.
+    When a context had two or more different values, sops before 3.3.0 encrypted with a
+    context in which every key mapped to one of those values. sops retries each value.
     """
     candidates = [encryption_context]
     values = list(dict.fromkeys(encryption_context.values()))
@@ -390,6 +390,7 @@ def decrypt_vault_transit(key: MasterKey, context: KeyContext) -> bytes:
     except ImportError:
         raise KeySourceError("tool", "hvac is not installed; run: "
                                      "pip install 'secret-init[vault]'") from None
+
     environ = context.environ
     # VAULT_ADDR replaces the address stored in the file (sops itself always uses the
     # stored one), for containers that reach Vault under another name.
@@ -398,10 +399,12 @@ def decrypt_vault_transit(key: MasterKey, context: KeyContext) -> bytes:
     if not token:
         raise KeySourceError("credentials", "no Vault token; set VAULT_TOKEN or write "
                                             "~/.vault-token")
+
     client = hvac.Client(url=address, token=token, namespace=environ.get("VAULT_NAMESPACE") or None,
                          timeout=max(MIN_COMMAND_SECONDS, context.deadline.remaining()))
     engine_path = key.text("engine_path").strip("/")
     key_name = key.text("key_name")
+
     try:
         response = client.secrets.transit.decrypt_data(
             name=key_name, ciphertext=key.text("enc"), mount_point=engine_path)
@@ -436,5 +439,3 @@ def _vault_token(context: KeyContext) -> str:
     except (OSError, UnicodeDecodeError):
         return ""
 
-
-KeyDecryptor = Callable[[MasterKey, KeyContext, AgeIdentities], bytes]

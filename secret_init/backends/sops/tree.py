@@ -1,9 +1,9 @@
 """Decrypting a loaded sops tree and verifying its MAC in one walk.
 
-The walk follows sops' rules: the AAD of a value is its path of mapping keys (list indices
-are never part of it), the file's selection option decides which values are encrypted,
-nulls are skipped, comments never count in the MAC, and the MAC is the uppercase hex
-SHA-512 over the Go text of every counted value in document order. With
+The walk follows sops' rules. The AAD of a value is its path of mapping keys, and list
+indices are never part of it. The file's selection option decides which values are
+encrypted. Nulls are skipped and comments never count in the MAC, which is the uppercase
+hex SHA-512 over the Go text of every counted value in document order. With
 ``mac_only_encrypted`` only encrypted values count, after a fixed SHA-256("sops") prefix.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from typing import Any
 
 from ...errors import DataError, IntegrityError
@@ -19,8 +18,6 @@ from . import gotext
 from .cipher import CipherError, Comment, ValueCipher, is_encrypted_form
 from .formats import Pairs
 from .metadata import Metadata
-
-log = logging.getLogger(__name__)
 
 # Fed into the MAC first when mac_only_encrypted is set: SHA-256 of the ASCII text "sops".
 MAC_ONLY_ENCRYPTED_PREFIX = hashlib.sha256(b"sops").digest()
