@@ -144,6 +144,20 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def _yaml_dumper() -> type:
+    """A safe dumper that writes timestamps as RFC 3339 (2031-01-01T00:00:00Z), as sops does."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def timestamp(dumper: yaml.SafeDumper, value: datetime.datetime) -> yaml.Node:
+        return dumper.represent_scalar("tag:yaml.org,2002:timestamp", scalar_text(value))
+
+    Dumper.add_representer(datetime.datetime, timestamp)
+    return Dumper
+
+
 def dotenv_line_value(text: str) -> str:
     """Quote a dotenv value when it needs it, escaping newlines the way dotenv loaders read them."""
     if text and re.fullmatch(r"[A-Za-z0-9_./:@%+,=-]*", text):
@@ -159,8 +173,8 @@ def format_structure(value: Any, fmt: str, spec: SecretSpec, source: str) -> byt
     if fmt == "json":
         return (json.dumps(value, indent=2, ensure_ascii=False, default=_json_default) + "\n").encode("utf-8")
     if fmt == "yaml":
-        return yaml.safe_dump(value, default_flow_style=False, allow_unicode=True,
-                              sort_keys=False).encode("utf-8")
+        return yaml.dump(value, Dumper=_yaml_dumper(), default_flow_style=False,
+                         allow_unicode=True, sort_keys=False).encode("utf-8")
     if fmt == "dotenv":
         if not isinstance(value, Mapping):
             raise DataError(f"format dotenv needs a mapping, but the value from {source} is "

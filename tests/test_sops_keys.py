@@ -352,15 +352,27 @@ def test_vault_transit_key(vault, tmp_path):
     assert "VAULT_TOKEN" in backend.consumed_environment()
 
 
-def test_vault_token_file_and_addr_override(vault, tmp_path):
-    writer = SopsWriter(key_groups=[[vault_key(vault, "http://vault.invalid:8200", "sops", "app")]])
+def test_vault_token_file(vault, tmp_path):
+    writer = SopsWriter(key_groups=[[vault_key(vault, vault.url, "sops", "app")]])
     path = write(tmp_path, writer.yaml(TREE))
     (tmp_path / ".vault-token").write_text(vault.root_token + "\n")
-    environ = base_environ(str(tmp_path), VAULT_ADDR=vault.url)
+
+    result = fetch(make_backend(environ=base_environ(str(tmp_path))), {"file": str(path)})
+
+    assert isinstance(result, Fetched), result
+
+
+def test_vault_address_comes_from_file(vault, tmp_path):
+    # Port 1 on loopback is closed: the file's address is used even though VAULT_ADDR
+    # points at a working Vault.
+    writer = SopsWriter(key_groups=[[vault_key(vault, "http://127.0.0.1:1", "sops", "app")]])
+    path = write(tmp_path, writer.yaml(TREE))
+    environ = base_environ(str(tmp_path), VAULT_ADDR=vault.url, VAULT_TOKEN=vault.root_token)
 
     result = fetch(make_backend(environ=environ), {"file": str(path)})
 
-    assert isinstance(result, Fetched), result
+    assert not isinstance(result, Fetched)
+    assert "127.0.0.1:1" in str(result)
 
 
 def test_vault_without_token_names_variable(vault, tmp_path):

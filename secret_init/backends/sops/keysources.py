@@ -392,9 +392,9 @@ def decrypt_vault_transit(key: MasterKey, context: KeyContext) -> bytes:
                                      "pip install 'secret-init[vault]'") from None
 
     environ = context.environ
-    # VAULT_ADDR replaces the address stored in the file (sops itself always uses the
-    # stored one), for containers that reach Vault under another name.
-    address = environ.get("VAULT_ADDR") or key.text("vault_address")
+    # The address stored in the file wins over VAULT_ADDR, as in sops itself: the file
+    # names the Vault that holds its key.
+    address = key.text("vault_address")
     token = _vault_token(context)
     if not token:
         raise KeySourceError("credentials", "no Vault token; set VAULT_TOKEN or write "
