@@ -1,13 +1,14 @@
 """Supervise the application: forward signals, reap every process, return the child's exit code.
 
-``handover.py`` forks the application, then replaces its own process with this script run
-as ``python -I -S supervisor.py --child PID ...``. The resident supervisor therefore holds
-none of what secret-init loaded to fetch the secrets (hvac, botocore, the manifest, the
-values), only this file and the interpreter. For that reason this module imports nothing
-from ``secret_init`` and only the standard library modules that an ``-S`` interpreter has
-already loaded, plus ``signal``. It writes its log lines itself, because importing
-``logging`` costs about 1.7 MB of resident memory (measured on CPython 3.11 with
-``VmRSS``).
+``handover.py`` forks the application, then replaces its own process with a fresh
+``python -I -S`` interpreter that imports this module and calls ``main`` with options such
+as ``--child PID``. The resident supervisor therefore keeps none of what secret-init loaded
+to fetch the secrets (hvac, botocore, the manifest, the values), only this module and the
+interpreter. For that reason it imports nothing else from ``secret_init`` (whose
+``__init__`` must stay free of imports) and only the standard library modules that an
+``-S`` interpreter has already loaded, plus ``signal``. It writes its log lines itself,
+because importing ``logging`` costs about 1.7 MB of resident memory (measured on CPython
+3.11 with ``VmRSS``).
 
 Every signal arrives blocked: ``handover.py`` blocks all of them before it forks, and the
 blocked mask and any pending signals survive ``execve``. One loop takes them with
@@ -30,7 +31,7 @@ EX_SOFTWARE = 70
 EX_USAGE = 64
 EX_SIGNAL_BASE = 128
 
-# The longest sigtimedwait, so deadlines are checked at least this often (seconds).
+# Maximum time one sigtimedwait call blocks, so deadlines are checked this often (seconds).
 MAX_WAIT_SECONDS = 1.0
 # How often the grace phase rescans /proc, because grandchildren whose parent still lives
 # send no SIGCHLD to us when they exit (seconds).
@@ -114,7 +115,7 @@ class Options:
 def build_argv(*, child: int, status_fd: int, name: str, user: str, kill_process_group: bool,
                stop_timeout: float, grace_period: float, remap_exit: dict[int, int],
                cleanup_dir: str | None, log_level: int, log_json: bool) -> list[str]:
-    """Return the options part of the supervisor's command line (everything after the script)."""
+    """Return the arguments for ``main``: the supervisor's command line after the bootstrap."""
     argv = ["--child", str(child), "--status-fd", str(status_fd), "--name", name,
             "--user", user, "--stop-timeout", repr(float(stop_timeout)),
             "--grace-period", repr(float(grace_period)), "--log-level", str(log_level)]
@@ -193,7 +194,7 @@ def describe_status(status: int) -> str:
 def read_start_report(fd: int) -> tuple[int, str] | None:
     """Read the forked child's report; return (exit code, message) if it failed to exec.
 
-    The child holds the pipe's write end with close-on-exec set, so EOF without data means
+    The child has the pipe's write end with close-on-exec set, so EOF without data means
     execve succeeded. A child that fails writes ``CODE\\nmessage`` and exits. The read blocks
     while all signals stay blocked, so none is lost; the child's work before execve is
     bounded (setpgid, tcsetpgrp, the privilege drop), so the wait is short.
@@ -277,7 +278,7 @@ def remove_published_files(directory: str) -> int:
     """Remove the secret files published in ``directory``; return how many entries went.
 
     The layout is the Kubernetes one: ``..data`` links to a ``..<version>`` directory that
-    holds the files, and each secret ``<name>`` links to ``..data/<name>``. This removes the
+    contains the files, and each secret ``<name>`` links to ``..data/<name>``. This removes the
     name links, ``..data`` and every ``..*`` entry (version directories and leftovers of an
     interrupted swap). Other entries stay, and so does ``directory``, which is usually a
     mount point.
@@ -308,8 +309,9 @@ class Supervisor:
         self.log = log
         self.child = options.child
         self.child_status: int | None = None
+        self.child_lost = False
         self.is_pid1 = os.getpid() == 1
-        self.me = os.getpid()
+        self.own_pid = os.getpid()
         # Monotonic time at which the child's group gets SIGKILL after a forwarded stop signal.
         self.kill_at: float | None = None
 
@@ -322,13 +324,15 @@ class Supervisor:
         else:
             self.log.error(failure[1])
 
-        while self.child_status is None:
+        while self.child_status is None and not self.child_lost:
             self.wait_and_forward()
             self.reap()
             self.enforce_stop_timeout()
 
         if failure is not None:
             code = failure[0]
+        elif self.child_status is None:
+            code = EX_SOFTWARE
         else:
             code = self.remapped(exit_code_of(self.child_status))
             self.log.info(f"{self.options.name} (pid {self.child}) "
@@ -352,16 +356,16 @@ class Supervisor:
 
     def forward(self, signum: int) -> None:
         if self.options.kill_process_group:
-            target, what = -self.child, "process group"
+            target, target_kind = -self.child, "process group"
         else:
-            target, what = self.child, "pid"
-        self.log.debug(f"forwarding {signal_name(signum)} to {what} {self.child}")
+            target, target_kind = self.child, "pid"
+        self.log.debug(f"forwarding {signal_name(signum)} to {target_kind} {self.child}")
         try:
             os.kill(target, signum)
         except ProcessLookupError:
             pass  # the child is exiting; the loop reaps it next
         except OSError as error:
-            self.log.warning(f"could not forward {signal_name(signum)} to {what} "
+            self.log.warning(f"could not forward {signal_name(signum)} to {target_kind} "
                              f"{self.child}: {error.strerror}")
 
     def reap(self) -> None:
@@ -370,6 +374,11 @@ class Supervisor:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
+                if self.child_status is None and not self.child_lost:
+                    # Only when started by hand with a pid that is not our child.
+                    self.child_lost = True
+                    self.log.error(f"pid {self.child} is not a child of this process, so "
+                                   "its exit code cannot be known")
                 return
             if pid == 0:
                 return
@@ -432,7 +441,7 @@ class Supervisor:
                              f"SIGKILL still exist: {describe_processes(remaining)}")
 
     def remaining_descendants(self) -> dict[int, str]:
-        found = list_descendants(self.me)
+        found = list_descendants(self.own_pid)
         if found is not None:
             return found
         # NOTE: without a readable /proc only our own unreaped children can be found, so
@@ -477,8 +486,8 @@ class Supervisor:
 
 def main(argv: list[str]) -> int:
     """Run the supervisor with the options ``build_argv`` wrote; return the exit code."""
-    # handover.py execs this script with every signal blocked already; blocking again covers
-    # a start by hand. A blocked signal is queued even when its disposition is SIG_IGN.
+    # handover.py starts the supervisor with every signal blocked already, and blocking
+    # again covers a start by hand. A blocked signal is queued even when its disposition is SIG_IGN.
     # NOTE: the interpreter sets SIGPIPE and SIGXFSZ to SIG_IGN while it starts, which drops
     # one of them that was already pending before execve.
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)

@@ -1,7 +1,7 @@
 """Run secret-init's hand-over inside a fresh PID namespace, as PID 1 or below it.
 
-Every run goes through ``unshare --pid --fork --mount --mount-proc --kill-child``, so the
-process under test sees only its own processes in /proc, a stray process dies with the
+Every run goes through ``unshare --pid --fork --mount --mount-proc --kill-child``, so /proc
+shows the process under test only the namespace's processes, a stray process dies with the
 namespace, and signals sent by a test cannot reach the host's processes.
 
 Run as a script (``python pidns.py batch``), this file is the driver for many hand-overs in
@@ -118,7 +118,7 @@ class Running:
         """Return the host pid of the supervisor once PID 1 has exec'd into it."""
         pid = self.init_pid(timeout)
         cmdline = Path(f"/proc/{pid}/cmdline")
-        wait_for(lambda: b"supervisor.py" in cmdline.read_bytes(), timeout,
+        wait_for(lambda: b"secret_init.supervisor" in cmdline.read_bytes(), timeout,
                  "PID 1 to exec the supervisor")
         return pid
 

@@ -11,14 +11,16 @@ import os
 import pty
 import signal
 import stat
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+import pidns
 from pidns import (PYTHON, Running, environment, handover_argv, namespace_argv, run_batch,
                    run_handover, unshare_refusal, wait_for)
-from secret_init import errors, supervisor
+from secret_init import errors, handover, supervisor
 
 pytestmark = pytest.mark.skipif(unshare_refusal() is not None,
                                 reason=f"no PID namespace: {unshare_refusal()}")
@@ -378,7 +380,7 @@ def test_cleanup_dir_removes_files_on_exit(tmp_path, command):
         assert result.stdout == "hunter2\n"
 
 
-def test_cleanup_dir_in_exec_mode_warns_and_keeps_files(tmp_path):
+def test_cleanup_dir_ignored_in_exec_mode(tmp_path):
     out = tmp_path / "out"
     make_published_dir(out)
     result = run_handover(["true"], mode="exec", cleanup_dir=str(out))
@@ -427,6 +429,33 @@ def test_child_starts_with_default_signal_state(tmp_path):
     masks = dict(line.split(":\t") for line in result.stdout.splitlines())
     assert int(masks["SigBlk"], 16) == 0
     assert int(masks["SigIgn"], 16) == 0
+
+
+def test_supervises_in_process_when_python_cannot_be_started():
+    script = pidns.HANDOVER_SCRIPT.replace("from secret_init.errors",
+                                           "sys.executable = '/no/such/python'\n"
+                                           "from secret_init.errors")
+    job = json.dumps({"command": ["sh", "-c", "exit 9"], "options": {}})
+    result = subprocess.run(namespace_argv([PYTHON, "-c", script, job]), capture_output=True,
+                            text=True, timeout=60, env=environment())
+    assert result.returncode == 9, result.stderr
+    assert "could not start the separate supervisor (/no/such/python" in result.stderr
+    assert "exited with code 9" in result.stderr
+
+
+def test_supervisor_imports_only_standard_modules():
+    # The supervisor's bootstrap, asked which modules it loaded, instead of calling main.
+    bootstrap = handover.supervisor_command(PYTHON)[-1].replace(
+        "from secret_init.supervisor import main; sys.exit(main(sys.argv[1:]))",
+        "import secret_init.supervisor; print(' '.join(sorted(sys.modules)))")
+    result = subprocess.run([PYTHON, "-I", "-S", "-c", bootstrap], capture_output=True,
+                            text=True, timeout=60, env={})
+    assert result.returncode == 0, result.stderr
+    modules = set(result.stdout.split())
+    assert {"secret_init", "secret_init.supervisor"} <= modules
+    assert {m for m in modules if m.startswith("secret_init")} == {"secret_init",
+                                                                  "secret_init.supervisor"}
+    assert not modules & {"logging", "json", "re", "site", "yaml", "hvac", "boto3", "botocore"}
 
 
 def test_supervisor_rejects_unknown_option(capfd):
