@@ -35,7 +35,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Fields every secret may have, whatever its backend.
 GENERIC_SECRET_FIELDS = ("from", "key", "optional", "format", "encoding", "template",
-                         "mode", "owner", "group", "env", "env_file")
+                         "mode", "owner", "group", "env", "env_file", "write")
 
 
 @dataclass
@@ -65,6 +65,8 @@ class SecretSpec:
     group: str | None = None
     env: str | None = None
     env_file: str | None = None
+    # False: fetch the secret for templates and env only, and write no file for it.
+    write: bool = True
     reference: Reference | None = None
     line: int | None = None
 
@@ -253,6 +255,12 @@ def _read_secret(name: str, entry: Fields, backends: dict[str, Backend], section
     spec.group = entry.string("group")
     spec.env = entry.string("env")
     spec.env_file = entry.string("env_file")
+    spec.write = entry.boolean("write", True)
+    if not spec.write:
+        for other in ("mode", "owner", "group", "env_file"):
+            if entry.has(other):
+                raise entry.error(other, f"'{other}' describes the file, but 'write: false' "
+                                         "writes none; remove one of them")
 
     if spec.template is not None:
         for other in ("from", "key", "encoding"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -187,8 +188,19 @@ def write_all(plan: Plan, rendered: Rendered, *, allow_disk: bool, fake: bool) -
                             fake_only=fake)
     files = [OutputFile(name=planned.name, content=rendered.content[planned.name],
                         mode=planned.mode, uid=planned.uid, gid=planned.gid)
-             for planned in plan.secrets if planned.name in rendered.content]
+             for planned in plan.secrets
+             if planned.name in rendered.content and planned.spec.write]
     dir_uid, dir_gid = plan.default_owner.uid, plan.default_owner.gid
+
+    # A developer running --fake without root cannot give files other owners; fake values
+    # protect nothing, so write them as the current user instead of failing.
+    uid, gid = os.geteuid(), os.getegid()
+    foreign = [f.name for f in files if (f.uid, f.gid) != (uid, gid)]
+    if fake and uid != 0 and (foreign or (dir_uid, dir_gid) != (uid, gid)):
+        log.warning("not root, so fake values are written as uid %d gid %d instead of the "
+                    "manifest's owners (%s)", uid, gid, ", ".join(foreign) or "output directory")
+        files = [replace(f, uid=uid, gid=gid) for f in files]
+        dir_uid, dir_gid = uid, gid
 
     # The swap is short; keep stop signals pending across it so no run ends between the
     # ..data rename and the links, then let them act.
@@ -238,9 +250,11 @@ def prepare(options: RunOptions) -> tuple[Plan, Rendered]:
 
     version_path = write_all(plan, rendered, allow_disk=options.allow_disk, fake=fake)
     skipped = f", {len(rendered.missing_optional)} optional missing" if rendered.missing_optional else ""
-    log.info("wrote %d secrets to %s in %d ms%s", len(rendered.content), plan.output_dir,
+    written = sum(1 for planned in plan.secrets
+                  if planned.name in rendered.content and planned.spec.write)
+    log.info("wrote %d secrets to %s in %d ms%s", written, plan.output_dir,
              (time.monotonic() - started) * 1000, skipped,
-             extra={"event": "written", "count": len(rendered.content)})
+             extra={"event": "written", "count": written})
     log.debug("current version directory: %s", version_path)
     return plan, rendered
 
@@ -268,7 +282,7 @@ def secret_row(plan: Plan, planned: PlannedSecret) -> dict[str, Any]:
     return {
         "name": planned.name,
         "source": plan.source_of(spec),
-        "file": planned.path,
+        "file": planned.path if spec.write else "- (not written)",
         "mode": f"{planned.mode:04o}",
         "owner": f"{planned.uid}:{planned.gid}",
         "env": ", ".join(v for v in (spec.env, spec.env_file and f"{spec.env_file} (path)") if v) or "-",

@@ -225,3 +225,66 @@ def _thread_waits_on_fifo(pid: int) -> bool:
     except OSError:
         pass
     return False
+
+
+def test_write_false_feeds_template_without_file(tmp_path):
+    manifest = write_manifest(tmp_path, f"""
+        version: 1
+        output: {{dir: {tmp_path / 'out'}, allow_disk: true}}
+        backends:
+          dev: {{type: file, path: ./dev.yaml}}
+        secrets:
+          password: {{from: dev, key: database.password, write: false, env: APP_PASSWORD}}
+          app.ini: {{template: "password = ${{password}}\\n"}}
+    """)
+    result = subprocess.run([PYTHON, "-m", "secret_init", "-f", str(manifest), "--",
+                             "sh", "-c", "echo $APP_PASSWORD"],
+                            capture_output=True, text=True, cwd=ROOT)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "s3cret-db\n"
+    assert (tmp_path / "out" / "app.ini").read_text() == "password = s3cret-db\n"
+    assert not (tmp_path / "out" / "password").exists()
+    assert "wrote 1 secrets" in result.stderr
+
+
+def test_write_false_rejects_file_fields(tmp_path):
+    manifest = write_manifest(tmp_path, """
+        version: 1
+        backends:
+          dev: {type: file, path: ./dev.yaml}
+        secrets:
+          password: {from: dev, key: database.password, write: false, mode: "0440"}
+    """)
+    result = subprocess.run([PYTHON, "-m", "secret_init", "check", "-f", str(manifest)],
+                            capture_output=True, text=True, cwd=ROOT)
+
+    assert result.returncode == 78
+    assert "'write: false'" in result.stderr
+    assert ":6:" in result.stderr
+
+
+def test_fake_run_without_root_ignores_owners(tmp_path, monkeypatch, caplog):
+    # The interpreter is not reachable by other users here, so the run happens in this
+    # process with geteuid reporting a non-root user, and publish() records what it gets.
+    from secret_init import run as run_module
+
+    manifest = write_manifest(tmp_path, MANIFEST.replace("/run/secrets", str(tmp_path / "out")))
+    fake = tmp_path / "fake.yaml"
+    fake.write_text("db_password: a\napi_token: b\ntls.key: c\n")
+    published = {}
+
+    def record(directory, files, **owner):
+        published.update(files=files, **owner)
+        return directory
+
+    monkeypatch.setattr(run_module.os, "geteuid", lambda: 10005)
+    monkeypatch.setattr(run_module.os, "getegid", lambda: 10005)
+    monkeypatch.setattr(run_module, "publish", record)
+
+    with caplog.at_level("WARNING", logger="secret_init"):
+        run_module.prepare(run_module.RunOptions(manifest_path=str(manifest), fake_path=str(fake)))
+
+    assert "written as uid 10005" in caplog.text
+    assert {(f.uid, f.gid) for f in published["files"]} == {(10005, 10005)}
+    assert (published["dir_uid"], published["dir_gid"]) == (10005, 10005)

@@ -144,6 +144,15 @@ def test_format_yaml_on_mapping():
     assert rendered.startswith(b"db:\n")
 
 
+def test_format_yaml_timestamp_rfc3339():
+    moment = datetime.datetime(2031, 1, 1, tzinfo=datetime.timezone.utc)
+
+    rendered = render({"expires": moment}, format="yaml")
+
+    assert rendered == b"expires: 2031-01-01T00:00:00Z\n"
+    assert yaml.safe_load(rendered) == {"expires": moment}
+
+
 def test_format_dotenv_on_mapping():
     value = {"USER": "app", "PORT": 5432, "DEBUG": False, "EMPTY": None}
 
