@@ -6,7 +6,7 @@ with the AWS and Vault backends does, and records its own VmRSS. It then calls
 needed. Once that process has exec'd into the supervisor and its child has exec'd
 ``sleep``, the script reads the supervisor's VmRSS from /proc/PID/status, then stops it
 with SIGTERM. The supervisor imports its module from cached bytecode, which the first run
-writes when the package directory is writable; without that cache it stays about 1 MB
+writes when the package directory is writable. Without that cache it stays about 1 MB
 larger.
 
 For comparison it measures idle Python processes that imported boto3, boto3 and hvac, and
@@ -65,14 +65,14 @@ def child_command(pid: str) -> str:
         return ""
 
 
-def wait_until(condition, what: str):
+def wait_until(condition, description: str):
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.01)
-    raise RuntimeError(f"timed out after {START_TIMEOUT}s waiting for {what}")
+    raise RuntimeError(f"timed out after {START_TIMEOUT}s waiting for {description}")
 
 
 def measure_supervisor() -> tuple[int, int]:
@@ -83,7 +83,8 @@ def measure_supervisor() -> tuple[int, int]:
     try:
         before = int(process.stdout.readline())
         cmdline = Path(f"/proc/{process.pid}/cmdline")
-        wait_until(lambda: b"secret_init.supervisor" in cmdline.read_bytes(), "the supervisor to start")
+        wait_until(lambda: b"secret_init.supervisor" in cmdline.read_bytes(),
+                   "the supervisor to start")
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
         wait_until(lambda: any(child_command(pid) == "sleep"
                                for pid in children.read_text().split()),

@@ -123,10 +123,11 @@ def _duration_option(value: str | None, name: str, option: str) -> float | None:
     text = value if value is not None else _env(name)
     if text is None:
         return None
+    source = option if value is not None else f"SECRET_INIT_{name}"
     try:
         return parse_duration(text)
     except ValueError as error:
-        raise UsageError(f"invalid {option} value: {error}") from None
+        raise UsageError(f"invalid {source} value: {error}") from None
 
 
 def _remap_exit(values: list[str] | None) -> dict[int, int]:
@@ -165,7 +166,8 @@ def _options(args: argparse.Namespace):
 
     timeout = _duration_option(args.timeout, "TIMEOUT", "--timeout")
     if timeout is not None and timeout <= 0:
-        raise UsageError("--timeout must be greater than 0")
+        source = "--timeout" if args.timeout is not None else "SECRET_INIT_TIMEOUT"
+        raise UsageError(f"{source} must be greater than 0")
     allow_disk = args.allow_disk if args.allow_disk is not None else _env_flag("ALLOW_DISK")
     cleanup = args.cleanup if args.cleanup is not None else _env_flag("CLEANUP")
     return RunOptions(
@@ -241,7 +243,8 @@ def run_cli(argv: Sequence[str]) -> int:
         assert command is not None
         run_module.run(options, command)
     except SecretInitError as error:
-        log.error("%s", error)
+        if not getattr(error, "logged", False):
+            log.error("%s", error)
         return error.exit_code
     except Exception:  # a bug: report it without a value-bearing traceback at normal levels
         log.error("internal error; rerun with --log-level debug and report the traceback")

@@ -7,6 +7,7 @@ rejects keys nobody read, so a typo such as ``verison`` is an error, not a silen
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Iterable
 
@@ -19,27 +20,31 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
-def parse_mode(value: Any) -> int:
-    """Parse a file mode given as an octal string ("0400", "0o400", "400" is rejected).
+def parse_mode(value: Any, source: str | None = None) -> int:
+    """Parse a file mode given as an octal string ("0400" or "0o400").
 
-    Raises ValueError with a hint, because YAML turns an unquoted 0400 into the decimal 256
-    and an unquoted 400 into a decimal that means something else entirely.
+    ``source`` is the text as written in the file, when known. Numbers are rejected with a
+    hint, because YAML reads an unquoted 0400 as the octal number 256 and an unquoted 400
+    as the decimal 400, and neither is what a reader of the manifest sees.
     """
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError(f"must be an octal string such as \"0400\", not {value!r}")
     if isinstance(value, int):
-        raise ValueError(
-            f"{value} is a decimal number; write the mode as a quoted octal string, "
-            f"for example \"0{value:o}\" if you meant decimal {value}, or \"0{value}\"")
+        written = source if source is not None else str(value)
+        if written.startswith("0") and written != "0":
+            raise ValueError(f"YAML reads the unquoted {written} as the number {value}; "
+                             f"quote it: \"{written}\"")
+        if all(c in "01234567" for c in written):
+            raise ValueError(f"{written} is a decimal number; modes are octal strings, "
+                             f"so write \"0{written}\"")
+        raise ValueError(f"{written} is a decimal number; write the mode as a quoted octal "
+                         "string such as \"0400\"")
     text = value.strip().lower()
-    if text.startswith("0o"):
-        digits = text[2:]
-    elif text.startswith("0") and len(text) > 1:
-        digits = text[1:]
-    else:
-        raise ValueError(f"\"{value}\" has no leading 0; write octal modes as \"0{text}\" or \"0o{text}\"")
+    digits = text[2:] if text.startswith("0o") else text
     if not digits or any(c not in "01234567" for c in digits):
-        raise ValueError(f"\"{value}\" is not an octal number")
+        raise ValueError(f"\"{value}\" is not an octal number; use digits 0-7, such as \"0400\"")
+    if not text.startswith("0"):
+        raise ValueError(f"\"{value}\" has no leading 0; write octal modes as \"0{text}\"")
     mode = int(digits, 8)
     if mode > 0o7777:
         raise ValueError(f"\"{value}\" is larger than 07777")
@@ -160,8 +165,9 @@ class Fields:
         value = self._get(key, MISSING, False)
         if value is MISSING:
             return default
+        source = getattr(self.mapping, "value_sources", {}).get(key)
         try:
-            return parse_mode(value)
+            return parse_mode(value, source)
         except ValueError as error:
             raise self.error(key, f"invalid file mode: {error}") from None
 
@@ -205,11 +211,18 @@ class Fields:
 
     def finish(self, also_allowed: Iterable[str] = ()) -> None:
         """Reject every key that no accessor read, naming the allowed keys."""
-        allowed = set(self._read) | set(also_allowed)
+        self.reject_unknown(set(self._read) | set(also_allowed))
+
+    def reject_unknown(self, allowed: Iterable[str]) -> None:
+        """Reject keys outside ``allowed``, suggesting the closest allowed name for a typo."""
+        allowed_names = sorted(str(k) for k in allowed)
         for key in self.mapping:
-            if key not in allowed:
-                hint = ", ".join(sorted(str(k) for k in allowed))
-                raise self.key_error(key, f"unknown field '{key}'; allowed here: {hint}")
+            if key in allowed_names:
+                continue
+            close = difflib.get_close_matches(str(key), allowed_names, n=1)
+            suggestion = f"did you mean '{close[0]}'? " if close else ""
+            raise self.key_error(key, f"unknown field '{key}'; {suggestion}"
+                                      f"allowed here: {', '.join(allowed_names)}")
 
     def key_error(self, key: Any, message: str) -> ManifestError:
         """Build a ManifestError located at ``key`` itself rather than its value."""

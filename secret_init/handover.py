@@ -43,9 +43,11 @@ class HandOverOptions:
     subreaper: bool = False
     # Forward signals to the child's process group instead of the child alone.
     kill_process_group: bool = False
-    # Seconds between a forwarded SIGTERM/SIGINT and SIGKILL to the child's process group.
+    # Seconds between a forwarded SIGTERM/SIGINT and SIGKILL to the child's process group;
+    # 0 sends SIGKILL right after forwarding.
     stop_timeout: float = 10.0
     # Seconds between SIGTERM and SIGKILL to the descendants left after the child exits.
+    # The supervisor exits when none is left.
     grace_period: float = 5.0
     # Exit code FROM -> TO, applied to the child's exit code (128+N for signal N).
     # secret-init's own failures (77, 126, 127) are not remapped.
@@ -197,7 +199,9 @@ def supervise(command: list[str], env: dict[str, str], account: Account | None,
 
     # Block every signal before fork: the child unblocks after it resets its dispositions,
     # and this process keeps them blocked across execve into the supervisor, which takes
-    # them with sigtimedwait. A signal that arrives in between stays pending, never lost.
+    # them with sigtimedwait. A signal that arrives in between stays pending for it.
+    # NOTE: the mask is per thread. If other threads of this process still run, one of
+    # them can take a process-directed signal in this window, and it is then lost.
     signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.WAITED_SIGNALS)
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()

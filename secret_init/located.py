@@ -22,6 +22,8 @@ class LocatedMap(dict):
         self.position: tuple[int, int] = (0, 0)
         self.key_positions: dict[Any, tuple[int, int]] = {}
         self.value_positions: dict[Any, tuple[int, int]] = {}
+        # The scalar text as written, before YAML resolved it ("0400" before it became 256).
+        self.value_sources: dict[Any, str] = {}
 
 
 class LocatedList(list):
@@ -62,6 +64,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedMap:
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_positions[key] = _position(key_node)
         result.value_positions[key] = _position(value_node)
+        if isinstance(value_node, yaml.ScalarNode):
+            result.value_sources[key] = value_node.value
     return result
 
 

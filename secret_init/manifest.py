@@ -33,6 +33,9 @@ FORMATS = ("json", "yaml", "dotenv", "raw")
 ENCODINGS = ("base64",)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+TOP_LEVEL_FIELDS = ("version", "output", "timeout", "user", "cleanup", "keep_env", "backends",
+                    "secrets")
+
 # Fields every secret may have, whatever its backend.
 GENERIC_SECRET_FIELDS = ("from", "key", "optional", "format", "encoding", "template",
                          "mode", "owner", "group", "env", "env_file", "write")
@@ -47,6 +50,8 @@ class OutputSpec:
     dir_mode: int = DEFAULT_DIR_MODE
     owner: str | None = None
     allow_disk: bool = False
+    # Where output.owner sits, for errors found when the plan resolves it.
+    owner_error: Any = None
 
 
 @dataclass
@@ -68,7 +73,17 @@ class SecretSpec:
     # False: fetch the secret for templates and env only, and write no file for it.
     write: bool = True
     reference: Reference | None = None
-    line: int | None = None
+    # Where the entry and each of its fields sit in the manifest, for errors found later.
+    file: str = ""
+    position: tuple[int, int] | None = None
+    field_positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def error(self, field_name: str | None, message: str) -> ManifestError:
+        """Build a ManifestError located at one of this secret's fields (or the entry)."""
+        position = self.field_positions.get(field_name or "", self.position) or (None, None)
+        subject = f"secrets.{self.name}" + (f".{field_name}" if field_name else "")
+        return ManifestError(f"{subject}: {message}", file=self.file, line=position[0],
+                             column=position[1])
 
 
 @dataclass
@@ -83,6 +98,8 @@ class Manifest:
     user: str | None = None
     cleanup: bool = False
     keep_env: list[str] = field(default_factory=list)
+    # Builds a ManifestError located at the 'user' field.
+    user_error: Any = None
 
     def secret(self, name: str) -> SecretSpec:
         return next(s for s in self.secrets if s.name == name)
@@ -117,6 +134,9 @@ def load_manifest(path: str) -> Manifest:
         raise ManifestError("the manifest is empty; it needs at least 'version: 1' and 'secrets:'",
                             file=path)
     top = Fields(document, file=path, where="manifest")
+    # Unknown keys first: a typo such as 'secret:' should be named as such, not reported as
+    # the required 'secrets' missing.
+    top.reject_unknown(TOP_LEVEL_FIELDS)
 
     version = top.raw("version")
     if version is None:
@@ -129,6 +149,7 @@ def load_manifest(path: str) -> Manifest:
     if timeout <= 0:
         raise top.error("timeout", "must be greater than 0")
     user = top.string("user")
+    user_error = lambda message: top.error("user", message)  # noqa: E731
     cleanup = top.boolean("cleanup", False)
     keep_env = top.string_list("keep_env", [])
     for name in keep_env:
@@ -142,7 +163,8 @@ def load_manifest(path: str) -> Manifest:
     top.finish()
 
     return Manifest(path=path, output=output, backends=backends, secrets=secrets,
-                    timeout=timeout, user=user, cleanup=cleanup, keep_env=keep_env)
+                    timeout=timeout, user=user, cleanup=cleanup, keep_env=keep_env,
+                    user_error=user_error)
 
 
 def _read_output(output: Fields | None) -> OutputSpec:
@@ -155,6 +177,7 @@ def _read_output(output: Fields | None) -> OutputSpec:
         owner=output.string("owner"),
         allow_disk=output.boolean("allow_disk", False),
     )
+    spec.owner_error = lambda message: output.error("owner", message)
     if not spec.dir.startswith("/"):
         raise output.error("dir", f"'{spec.dir}' must be an absolute path, such as /run/secrets")
     output.finish()
@@ -183,6 +206,8 @@ def _read_backends(section: Fields | None, context: BackendContext, path: str) -
 
 
 def _read_secrets(top: Fields, backends: dict[str, Backend], path: str) -> list[SecretSpec]:
+    if top.has("secrets") and top.mapping["secrets"] is None:
+        raise top.error("secrets", "no secrets are listed; add at least one entry under 'secrets:'")
     section = top.fields("secrets", required=True)
     assert section is not None
     if not section.mapping:
@@ -242,8 +267,9 @@ def _read_key(entry: Fields) -> KeyPath | None:
 
 
 def _read_secret(name: str, entry: Fields, backends: dict[str, Backend], section: Fields) -> SecretSpec:
-    spec = SecretSpec(name=name)
-    spec.line = entry.mapping.position[0] if hasattr(entry.mapping, "position") else None
+    spec = SecretSpec(name=name, file=entry.file)
+    spec.position = getattr(entry.mapping, "position", None)
+    spec.field_positions = dict(getattr(entry.mapping, "value_positions", {}))
     spec.template = entry.string("template", allow_empty=True)
     spec.source = entry.string("from")
     spec.key = _read_key(entry)
@@ -271,6 +297,7 @@ def _read_secret(name: str, entry: Fields, backends: dict[str, Backend], section
         return spec
 
     if spec.source is None:
+        entry.reject_unknown(GENERIC_SECRET_FIELDS)
         raise entry.error(None, "needs 'from: BACKEND' (one of the names under 'backends:') "
                                 "or 'template:'")
     backend = backends.get(spec.source)

@@ -10,10 +10,15 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from typing import Callable, TypeVar
+
 from .backends.base import Backend, Reference
+from .errors import ConfigError, ManifestError
 from .manifest import Manifest, SecretSpec, key_path_text
 from .render import template_order
 from .users import Account, current_account, resolve_group, resolve_user
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,12 +64,16 @@ def build_plan(manifest: Manifest, *, output_dir: str | None = None,
                user: str | None = None) -> Plan:
     """Resolve owners, modes, paths and the distinct references of ``manifest``."""
     directory = output_dir or manifest.output.dir
-    user_spec = user or manifest.user
-    run_as = resolve_user(user_spec, what="user") if user_spec else None
+    run_as: Account | None = None
+    if user:
+        run_as = resolve_user(user, what="--user")
+    elif manifest.user:
+        run_as = _located(manifest.user_error, resolve_user, manifest.user, what="user")
 
     default_owner: Account
     if manifest.output.owner:
-        default_owner = resolve_user(manifest.output.owner, what="output.owner")
+        default_owner = _located(manifest.output.owner_error, resolve_user, manifest.output.owner,
+                                 what="output.owner")
     elif run_as is not None:
         default_owner = run_as
     else:
@@ -76,10 +85,12 @@ def build_plan(manifest: Manifest, *, output_dir: str | None = None,
     for spec in manifest.secrets:
         uid, gid = default_owner.uid, default_owner.gid
         if spec.owner:
-            account = resolve_user(spec.owner, what=f"owner of secret '{spec.name}'")
+            account = _located(lambda m: spec.error("owner", m), resolve_user, spec.owner,
+                               what=f"secrets.{spec.name}.owner")
             uid, gid = account.uid, account.gid
         if spec.group:
-            gid = resolve_group(spec.group, what=f"group of secret '{spec.name}'")
+            gid = _located(lambda m: spec.error("group", m), resolve_group, spec.group,
+                           what=f"secrets.{spec.name}.group")
         mode = spec.mode if spec.mode is not None else manifest.output.mode
         planned.append(PlannedSecret(spec=spec, path=os.path.join(directory, spec.name),
                                      mode=mode, uid=uid, gid=gid))
@@ -87,11 +98,28 @@ def build_plan(manifest: Manifest, *, output_dir: str | None = None,
             seen.add(spec.reference)
             references[spec.reference.backend].append(spec.reference)
 
-    templates = template_order(manifest.secrets)
+    try:
+        templates = template_order(manifest.secrets)
+    except ConfigError as error:
+        spec = manifest.secret(error.secret) if error.secret else None
+        if spec is None:
+            raise
+        raise spec.error("template", error.message) from None
 
     return Plan(manifest=manifest, output_dir=directory, secrets=planned, templates=templates,
                 references=dict(references), run_as=run_as,
                 default_owner=default_owner)
+
+
+def _located(make_error: Callable[[str], ManifestError] | None, resolve: Callable[..., T],
+             value: str, *, what: str) -> T:
+    """Call ``resolve(value)``; re-raise its ConfigError at the manifest field, when known."""
+    try:
+        return resolve(value, what=what if make_error is None else "")
+    except ConfigError as error:
+        if make_error is None:
+            raise
+        raise make_error(error.message) from None
 
 
 def backends_in_use(plan: Plan) -> dict[str, Backend]:

@@ -23,7 +23,7 @@ def drop_privileges(account: Account) -> None:
     """
     if already_running_as(account):
         return
-    who = account.describe()
+    failed = f"cannot switch to user {account.describe()}"
     steps = (
         ("setgroups", lambda: os.setgroups(list(account.groups))),
         ("setgid", lambda: os.setgid(account.gid)),
@@ -36,38 +36,42 @@ def drop_privileges(account: Account) -> None:
             hint = ""
             if os.geteuid() != 0:
                 hint = f"; secret-init runs as uid {os.geteuid()}, and only root can switch users"
-            raise PrivilegeDropError(
-                f"cannot switch to user {who}: {call} failed: {os_reason(error)}{hint}") from None
+            raise PrivilegeDropError(f"{failed}: {call} failed: {os_reason(error)}{hint}") from None
     verify_dropped(account)
 
 
 def already_running_as(account: Account) -> bool:
-    uids = os.getresuid()
-    gids = os.getresgid()
-    return (uids == (account.uid,) * 3 and gids == (account.gid,) * 3
-            and set(os.getgroups()) <= set(account.groups) | {account.gid})
+    """Return whether the ids already match ``account``, so there is nothing to switch.
+
+    Without root the supplementary groups cannot be changed, so only a subset is required.
+    """
+    if os.getresuid() != (account.uid,) * 3 or os.getresgid() != (account.gid,) * 3:
+        return False
+    groups = set(os.getgroups())
+    if os.geteuid() == 0:
+        return groups == set(account.groups)
+    return groups <= set(account.groups) | {account.gid}
 
 
 def verify_dropped(account: Account) -> None:
     """Raise PrivilegeDropError unless this process now has exactly ``account``'s ids."""
-    who = account.describe()
+    failed = f"cannot switch to user {account.describe()}"
     uids = os.getresuid()
     gids = os.getresgid()
     groups = set(os.getgroups())
     if uids != (account.uid,) * 3:
-        raise PrivilegeDropError(f"cannot switch to user {who}: real, effective and saved "
-                                 f"uids are {uids} after setuid")
+        raise PrivilegeDropError(f"{failed}: real, effective and saved uids are {uids} "
+                                 "after setuid")
     if gids != (account.gid,) * 3:
-        raise PrivilegeDropError(f"cannot switch to user {who}: real, effective and saved "
-                                 f"gids are {gids} after setgid")
+        raise PrivilegeDropError(f"{failed}: real, effective and saved gids are {gids} "
+                                 "after setgid")
     if groups != set(account.groups):
-        raise PrivilegeDropError(f"cannot switch to user {who}: supplementary groups are "
-                                 f"{sorted(groups)} after setgroups, expected "
-                                 f"{sorted(account.groups)}")
+        raise PrivilegeDropError(f"{failed}: supplementary groups are {sorted(groups)} after "
+                                 f"setgroups, expected {sorted(account.groups)}")
     if account.uid != 0:
         try:
             os.setuid(0)
         except PermissionError:
             return
-        raise PrivilegeDropError(f"cannot switch to user {who}: setuid(0) still succeeds "
-                                 "after the switch, so root could be regained")
+        raise PrivilegeDropError(f"{failed}: setuid(0) still succeeds after the switch, so "
+                                 "root could be regained")

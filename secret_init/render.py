@@ -159,11 +159,24 @@ def _yaml_dumper() -> type:
 
 
 def dotenv_line_value(text: str) -> str:
-    """Quote a dotenv value when it needs it, escaping newlines the way dotenv loaders read them."""
+    """Quote a dotenv value so dotenv loaders read it back unchanged.
+
+    Single quotes, because loaders such as python-dotenv and Docker Compose expand ${VAR}
+    inside double quotes. A value with a single quote or a newline needs double quotes, where
+    backslash, double quote, newline (as \\n) and dollar are escaped.
+    NOTE: loaders differ on escapes inside double quotes; a value with ' or a newline and
+    also $ may read back differently in some of them.
+    """
     if text and re.fullmatch(r"[A-Za-z0-9_./:@%+,=-]*", text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    if "'" not in text and "\n" not in text:
+        return f"'{text}'"
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               .replace("$", "\\$"))
     return f'"{escaped}"'
+
+
+DOTENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 def format_structure(value: Any, fmt: str, spec: SecretSpec, source: str) -> bytes:
@@ -184,6 +197,10 @@ def format_structure(value: Any, fmt: str, spec: SecretSpec, source: str) -> byt
             if isinstance(item, (Mapping, list)):
                 raise DataError(f"format dotenv needs flat values, but '{name}' from {source} is "
                                 f"{_kind(item)}; pick it with 'key' or use format json",
+                                secret=spec.name)
+            if not DOTENV_NAME.match(str(name)):
+                raise DataError(f"format dotenv needs variable names, but {source} has the key "
+                                f"'{name}'; pick values with 'key' or use format json",
                                 secret=spec.name)
             lines.append(f"{name}={dotenv_line_value(scalar_text(item))}\n")
         return "".join(lines).encode("utf-8")
@@ -218,7 +235,7 @@ def render_value(fetched: Fetched, spec: SecretSpec, source: str) -> bytes:
         if fmt not in ("json", "yaml", "dotenv", "raw"):
             fmt = "json"
         return format_structure(value, fmt, spec, source)
-    if spec.format in ("json", "yaml"):
+    if spec.format in ("json", "yaml", "dotenv"):
         return format_structure(value, spec.format, spec, source)
     return scalar_text(value).encode("utf-8")
 
@@ -239,13 +256,25 @@ def _decode_base64(value: Any, spec: SecretSpec, source: str) -> bytes:
         raise DataError(f"encoding base64 needs a string, but the value from {source} is "
                         f"{_kind(value)}", secret=spec.name)
     compact = b"".join(text.split())
-    try:
-        if b"-" in compact or b"_" in compact:
-            return base64.urlsafe_b64decode(compact + b"=" * (-len(compact) % 4))
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        raise DataError(f"encoding base64 is set, but the value from {source} is not valid "
-                        "base64; remove 'encoding' to write it as it is", secret=spec.name) from None
+    # Standard (+/) or URL-safe (-_) alphabet, padding optional; never both alphabets at once.
+    alphabet = _BASE64_STANDARD if not re.search(rb"[-_]", compact) else _BASE64_URLSAFE
+    unpadded = compact.rstrip(b"=")
+    valid = (alphabet.fullmatch(unpadded) is not None and len(compact) - len(unpadded) <= 2
+             and len(unpadded) % 4 != 1)
+    if valid:
+        padded = unpadded + b"=" * (-len(unpadded) % 4)
+        try:
+            if alphabet is _BASE64_URLSAFE:
+                return base64.urlsafe_b64decode(padded)
+            return base64.b64decode(padded, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise DataError(f"encoding base64 is set, but the value from {source} is not valid "
+                    "base64; remove 'encoding' to write it as it is", secret=spec.name)
+
+
+_BASE64_STANDARD = re.compile(rb"[A-Za-z0-9+/]*")
+_BASE64_URLSAFE = re.compile(rb"[A-Za-z0-9_-]*")
 
 
 def _kind(value: Any) -> str:

@@ -142,7 +142,7 @@ def render_all(plan: Plan, values: dict[str, Fetched | SecretInitError], *, fake
         if spec.template is not None:
             continue
         outcome = values[spec.name]
-        source = "the fake file" if fake else plan.source_of(spec)
+        source = "the fake file" if fake else spec.reference.describe()
         if isinstance(outcome, Fetched):
             render_spec = replace(spec, key=None, encoding=None) if fake else spec
             try:
@@ -232,8 +232,12 @@ def command_environment(plan: Plan, rendered: Rendered) -> dict[str, str]:
                              keep=plan.manifest.keep_env, exports=exports)
 
 
-def prepare(options: RunOptions) -> tuple[Plan, Rendered]:
-    """Run every step up to the hand-over; raise the first failure after logging them all."""
+def prepare(options: RunOptions, *, for_command: bool = False) -> tuple[Plan, Rendered, dict[str, str]]:
+    """Run every step up to the hand-over; raise the first failure after logging them all.
+
+    With ``for_command``, also build the command's environment, before anything is written,
+    so an export that cannot work (a NUL byte, an oversized value) leaves no files behind.
+    """
     started = time.monotonic()
     plan = load_and_plan(options)
     fake = options.fake_path is not None
@@ -246,22 +250,25 @@ def prepare(options: RunOptions) -> tuple[Plan, Rendered]:
         failed = len(rendered.errors)
         log.error("%d of %d secrets failed; nothing was written and the command was not started",
                   failed, len(plan.secrets))
-        raise rendered.errors[0]
+        first = rendered.errors[0]
+        first.logged = True
+        raise first
 
+    env = command_environment(plan, rendered) if for_command else {}
     version_path = write_all(plan, rendered, allow_disk=options.allow_disk, fake=fake)
     skipped = f", {len(rendered.missing_optional)} optional missing" if rendered.missing_optional else ""
     written = sum(1 for planned in plan.secrets
                   if planned.name in rendered.content and planned.spec.write)
-    log.info("wrote %d secrets to %s in %d ms%s", written, plan.output_dir,
+    log.info("wrote %d secret%s to %s in %d ms%s", written, "" if written == 1 else "s",
+             plan.output_dir,
              (time.monotonic() - started) * 1000, skipped,
              extra={"event": "written", "count": written})
     log.debug("current version directory: %s", version_path)
-    return plan, rendered
+    return plan, rendered, env
 
 
 def run(options: RunOptions, command: list[str]) -> NoReturn:
-    plan, rendered = prepare(options)
-    env = command_environment(plan, rendered)
+    plan, rendered, env = prepare(options, for_command=True)
     handover = options.handover
     user = options.user or plan.manifest.user
     cleanup = options.cleanup if options.cleanup is not None else plan.manifest.cleanup

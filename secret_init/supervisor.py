@@ -196,8 +196,8 @@ def read_start_report(fd: int) -> tuple[int, str] | None:
 
     The child has the pipe's write end with close-on-exec set, so EOF without data means
     execve succeeded. A child that fails writes ``CODE\\nmessage`` and exits. The read blocks
-    while all signals stay blocked, so none is lost; the child's work before execve is
-    bounded (setpgid, tcsetpgrp, the privilege drop), so the wait is short.
+    while all signals stay blocked, so none is lost. The wait is short, because the child's
+    work before execve is bounded (setpgid, tcsetpgrp, the privilege drop).
     """
     chunks = []
     while True:

@@ -24,6 +24,10 @@ class Account:
         return f"{self.name or self.uid} (uid {self.uid}, gid {self.gid})"
 
 
+def _prefix(what: str) -> str:
+    return f"{what}: " if what else ""
+
+
 def resolve_group(spec: str | int, *, what: str = "group") -> int:
     """Return the gid of a group name or numeric id; numeric ids need not exist in /etc/group."""
     text = str(spec).strip()
@@ -32,8 +36,8 @@ def resolve_group(spec: str | int, *, what: str = "group") -> int:
     try:
         return grp.getgrnam(text).gr_gid
     except KeyError:
-        raise ConfigError(f"{what} '{text}' is not a known group name; "
-                          "use a numeric gid or add the group to the image") from None
+        raise ConfigError(f"{_prefix(what)}'{text}' is not a known group name; use a numeric "
+                          "gid or add the group to the image") from None
 
 
 def resolve_user(spec: str | int, *, what: str = "user") -> Account:
@@ -45,7 +49,8 @@ def resolve_user(spec: str | int, *, what: str = "user") -> Account:
     text = str(spec).strip()
     user_part, _, group_part = text.partition(":")
     if not user_part:
-        raise ConfigError(f"{what} '{text}' has no user; write NAME, UID, NAME:GROUP or UID:GID")
+        raise ConfigError(f"{_prefix(what)}'{text}' has no user; write NAME, UID, NAME:GROUP "
+                          "or UID:GID")
 
     entry: pwd.struct_passwd | None
     if user_part.isdigit():
@@ -58,12 +63,12 @@ def resolve_user(spec: str | int, *, what: str = "user") -> Account:
         try:
             entry = pwd.getpwnam(user_part)
         except KeyError:
-            raise ConfigError(f"{what} '{user_part}' is not a known user name; "
-                              "use a numeric uid or add the user to the image") from None
+            raise ConfigError(f"{_prefix(what)}'{user_part}' is not a known user name; use a "
+                              "numeric uid or add the user to the image") from None
         uid = entry.pw_uid
 
     if group_part:
-        gid = resolve_group(group_part, what=f"group of {what}")
+        gid = resolve_group(group_part, what=what)
     elif entry is not None:
         gid = entry.pw_gid
     else:

@@ -4,9 +4,9 @@ Every run goes through ``unshare --pid --fork --mount --mount-proc --kill-child`
 shows the process under test only the namespace's processes, a stray process dies with the
 namespace, and signals sent by a test cannot reach the host's processes.
 
-Run as a script (``python pidns.py batch``), this file is the driver for many hand-overs in
-one namespace: it reads jobs as JSON on stdin, forks one process per job that calls
-``hand_over`` in init mode, and prints each job's exit code and stderr as JSON.
+Run as a script (``python pidns.py batch``), this file drives many hand-overs in one
+namespace. It reads jobs as JSON on stdin and forks one process per job that calls
+``hand_over`` in init mode. Then it prints each job's exit code and stderr as JSON.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class Running:
             self.process.communicate()
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, description: str):
     """Poll ``condition`` until it returns a true value; raise AssertionError after ``timeout``.
 
     The timeout only bounds a hang. It is not a speed assertion, so keep it generous.
@@ -156,7 +156,7 @@ def wait_for(condition, timeout: float, what: str):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {description}")
         time.sleep(0.02)
 
 

@@ -274,7 +274,7 @@ def test_log_format_variable(workdir):
     entries = [json.loads(line) for line in from_variable.stderr.splitlines()]
     assert any(entry.get("event") == "written" for entry in entries)
     assert from_option.code == 0, from_option.stderr
-    assert "secret-init: INFO wrote 1 secrets" in from_option.stderr
+    assert "secret-init: INFO wrote 1 secret " in from_option.stderr
 
 
 def test_mode_variable(workdir):

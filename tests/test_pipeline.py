@@ -245,7 +245,7 @@ def test_write_false_feeds_template_without_file(tmp_path):
     assert result.stdout == "s3cret-db\n"
     assert (tmp_path / "out" / "app.ini").read_text() == "password = s3cret-db\n"
     assert not (tmp_path / "out" / "password").exists()
-    assert "wrote 1 secrets" in result.stderr
+    assert "wrote 1 secret " in result.stderr
 
 
 def test_write_false_rejects_file_fields(tmp_path):

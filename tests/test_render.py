@@ -156,7 +156,7 @@ def test_format_yaml_timestamp_rfc3339():
 def test_format_dotenv_on_mapping():
     value = {"USER": "app", "PORT": 5432, "DEBUG": False, "EMPTY": None}
 
-    assert render(value, format="dotenv") == b"USER=app\nPORT=5432\nDEBUG=false\nEMPTY=\"\"\n"
+    assert render(value, format="dotenv") == b"USER=app\nPORT=5432\nDEBUG=false\nEMPTY=''\n"
 
 
 def test_format_dotenv_quotes_spaces_and_newlines():

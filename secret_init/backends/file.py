@@ -77,10 +77,12 @@ def parse_document(data: bytes, path: Path, document_format: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
-        # Only the problem and position: the YAML error's context lines would quote values.
-        mark = error.problem_mark
+        # Only the position: PyYAML's problem text quotes aliases, tags and context lines,
+        # and any of them may be a secret value.
+        mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise DataError(f"{path} is not valid YAML: {error.problem}{where}") from None
+        raise DataError(f"{path} is not valid YAML{where}; quote values that start with "
+                        "*, &, !, %, @ or `") from None
     except yaml.YAMLError:
         raise DataError(f"{path} is not valid YAML") from None
 
