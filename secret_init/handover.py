@@ -10,17 +10,15 @@ cannot be executed.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
-import shutil
 import signal
+import stat
 import sys
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from . import supervisor
 from .errors import (EX_NOT_EXECUTABLE, EX_NOT_FOUND, EX_SOFTWARE, CommandNotExecutableError,
                      CommandNotFoundError, ConfigError, SecretInitError, os_reason)
 from .privileges import drop_privileges
@@ -105,21 +103,51 @@ def should_supervise(mode: str) -> bool:
     return mode == "init" or (mode == "auto" and os.getpid() == 1)
 
 
+def _check_executable(name: str, path: str) -> str | None:
+    """Return ``path`` when it can be executed, None when absent; raise 126 when it is blocked."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+    except PermissionError as error:
+        # A folder on the way is not searchable for this user: the file may exist, but this
+        # user cannot reach it, which the shell reports as 126, not 127.
+        raise CommandNotExecutableError(
+            f"command '{name}' ({path}) cannot be reached: {os_reason(error)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CommandNotExecutableError(f"command '{name}' ({path}) is a directory")
+    if not os.access(path, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise CommandNotExecutableError(
+            f"command '{name}' ({path}) is not executable: Permission denied")
+    return path
+
+
 def resolve_command(command: list[str], env: dict[str, str]) -> str:
     """Return the executable path for ``command[0]`` the way execvp finds it, or raise 126/127."""
     name = command[0]
     if "/" in name:
-        if not os.path.exists(name):
-            raise CommandNotFoundError(f"command '{name}' not found")
-        path = name
-    else:
-        path = shutil.which(name, mode=os.F_OK, path=env.get("PATH", os.defpath))
+        path = _check_executable(name, name)
         if path is None:
-            raise CommandNotFoundError(
-                f"command '{name}' not found in PATH ({env.get('PATH', os.defpath)})")
-    if os.path.isdir(path) or not os.access(path, os.X_OK):
-        raise CommandNotExecutableError(f"command '{name}' ({path}) is not executable")
-    return path
+            raise CommandNotFoundError(f"command '{name}' not found")
+        return path
+
+    search = env.get("PATH", os.defpath)
+    blocked: CommandNotExecutableError | None = None
+    for folder in search.split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        try:
+            path = _check_executable(name, candidate)
+        except CommandNotExecutableError as error:
+            # execvp goes on searching after EACCES and reports it only if nothing else runs.
+            blocked = blocked or error
+            continue
+        if path is not None:
+            return path
+    if blocked is not None:
+        raise blocked
+    raise CommandNotFoundError(f"command '{name}' not found in PATH ({search})")
 
 
 def reset_signals() -> None:
@@ -162,6 +190,8 @@ def exec_command(command: list[str], env: dict[str, str], account: Account | Non
 
 def set_child_subreaper() -> None:
     """Mark this process as child subreaper, so orphaned descendants are reparented to it."""
+    import ctypes  # only when supervising as a subreaper
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         error = ctypes.get_errno()
@@ -183,6 +213,8 @@ def owns_terminal() -> bool:
 def supervise(command: list[str], env: dict[str, str], account: Account | None,
               options: HandOverOptions) -> NoReturn:
     """Fork the command, then replace this process with the supervisor; never returns."""
+    from . import supervisor
+
     is_pid1 = os.getpid() == 1
     if not is_pid1:
         if options.subreaper:
@@ -280,6 +312,7 @@ def supervisor_command(python: str) -> list[str]:
     leaves about 1 MB more resident (CPython 3.11, bench/supervisor_rss.py). The package's
     parent directory goes last on sys.path, so it cannot shadow a standard module.
     """
+    from . import supervisor
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(supervisor.__file__)))
     bootstrap = (f"import sys; sys.path.append({package_parent!r}); "
                  "from secret_init.supervisor import main; sys.exit(main(sys.argv[1:]))")
@@ -292,6 +325,7 @@ def exec_supervisor(child: int, status_fd: int, name: str, user_label: str,
 
     Falls back to supervising in this process when the interpreter cannot be started.
     """
+    from . import supervisor
     root_logger = logging.getLogger()
     log_json = any(getattr(handler.formatter, "json_lines", False)
                    for handler in root_logger.handlers)
