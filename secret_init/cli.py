@@ -232,6 +232,7 @@ def run_cli(argv: Sequence[str]) -> int:
 
         if subcommand == "check":
             plan = run_module.load_and_plan(options)
+            run_module.warn_missing_extras(plan)
             print(run_module.manifest_summary(plan.manifest))
             return EX_OK
         if subcommand == "plan":

@@ -278,6 +278,18 @@ def run(options: RunOptions, command: list[str]) -> NoReturn:
     hand_over(command, env, handover)
 
 
+def warn_missing_extras(plan: Plan) -> None:
+    """Warn (check runs offline, perhaps outside the image) about backends that could not run here."""
+    from .backends import missing_modules
+
+    for name, backend in backends_in_use(plan).items():
+        missing = missing_modules(type(backend))
+        if missing:
+            log.warning("backend %s needs %s, which is not installed here; a run would fail "
+                        "until you run: pip install 'secret-init[%s]'", name, ", ".join(missing),
+                        type(backend).extra)
+
+
 def manifest_summary(manifest: Manifest) -> str:
     kinds = sorted({type(b).type_name for b in manifest.backends.values()})
     return (f"{manifest.path}: valid, {len(manifest.secrets)} secrets, "
