@@ -46,5 +46,5 @@ def child_environment(base: Mapping[str, str], *, remove: Iterable[str], keep: I
 
 
 def process_environment() -> dict[str, str]:
-    """A copy of this process's environment, bytes-safe."""
+    """Return a copy of this process's environment, decoding bytes the way os.environ does."""
     return {os.fsdecode(k): os.fsdecode(v) for k, v in os.environb.items()}

@@ -80,7 +80,7 @@ def fetch_all(backends: dict[str, Backend], references: dict[str, list[Reference
             milliseconds[name] = int(deadline.seconds * 1000)
             for reference in references[name]:
                 values.setdefault(reference, DeadlineExceededError(
-                    f"backend '{name}' did not answer within the {deadline.seconds:g} s deadline "
+                    f"backend '{name}' did not respond within the {deadline.seconds:g} s deadline "
                     f"for {reference.describe()}; raise 'timeout' or check the backend"))
         values = dict(values)
 

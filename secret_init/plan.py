@@ -123,5 +123,5 @@ def _located(make_error: Callable[[str], ManifestError] | None, resolve: Callabl
 
 
 def backends_in_use(plan: Plan) -> dict[str, Backend]:
-    """The configured backends that at least one secret reads from."""
+    """Return the configured backends that at least one secret reads from."""
     return {name: plan.manifest.backends[name] for name in plan.references}

@@ -218,7 +218,7 @@ def render_value(fetched: Fetched, spec: SecretSpec, source: str) -> bytes:
     if spec.key is not None:
         value = select_key(value, spec.key, spec, source)
     elif spec.format not in (None, "raw") and isinstance(value, (str, bytes)):
-        # A string that happens to be JSON stays verbatim unless a format asks to parse it.
+        # A string that happens to be JSON stays verbatim unless a format requests parsing.
         value = _parse_json(value, spec, source, reason=f"format {spec.format}")
 
     if spec.encoding == "base64":
