@@ -35,10 +35,15 @@ REGION = "eu-central-1"
 MANY = 100
 
 
-def isolated_environment(home: Path, endpoint: str) -> dict[str, str]:
+def isolated_environment(home: Path, endpoint: str, bytecode: Path) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("AWS_") and name.lower() not in ("http_proxy", "https_proxy")}
+    # Every variant reads bytecode from one cache that the warm-up round fills. With an
+    # inherited PYTHONDONTWRITEBYTECODE, each run would instead recompile every module whose
+    # .pyc is missing or stale (any file edited since the last import) and time the compiler.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update({
+        "PYTHONPYCACHEPREFIX": str(bytecode),
         "HOME": str(home),
         "AWS_ACCESS_KEY_ID": "AKIATESTTESTTESTTEST",
         "AWS_SECRET_ACCESS_KEY": "dummy-secret-access-key",
@@ -102,7 +107,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aws-fetch-bench-"))
     home = work / "home"
     home.mkdir()
-    env = isolated_environment(home, endpoint)
+    env = isolated_environment(home, endpoint, work / "bytecode")
 
     client = boto3.client("secretsmanager", region_name=REGION, endpoint_url=endpoint,
                           aws_access_key_id="AKIATESTTESTTESTTEST",

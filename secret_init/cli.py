@@ -186,7 +186,7 @@ def _print_plan(options) -> None:
     from .run import load_and_plan, secret_row
 
     plan = load_and_plan(options)
-    rows = [secret_row(plan, planned) for planned in plan.secrets]
+    rows = [secret_row(plan, planned, fake_path=options.fake_path) for planned in plan.secrets]
     for row in rows:
         if row["optional"]:
             row["name"] += " (optional)"
@@ -196,8 +196,12 @@ def _print_plan(options) -> None:
     for row in rows:
         cells = [str(row[c]) for c in columns]
         print("  ".join(cell.ljust(widths[c]) for c, cell in zip(columns, cells)).rstrip())
-    mode = "fake values from " + options.fake_path if options.fake_path else "backends"
-    print(f"\n{len(rows)} secrets to {plan.output_dir} from {mode}")
+    if options.fake_path:
+        origin = f"fake values in {options.fake_path}"
+    else:
+        origin = f"{len(plan.references)} backend" + ("" if len(plan.references) == 1 else "s")
+    written = sum(1 for planned in plan.secrets if planned.spec.write)
+    print(f"\n{written} file{'' if written == 1 else 's'} to {plan.output_dir}, from {origin}")
 
 
 def run_cli(argv: Sequence[str]) -> int:

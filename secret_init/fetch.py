@@ -52,6 +52,12 @@ def fetch_all(backends: dict[str, Backend], references: dict[str, list[Reference
 
     def run(name: str, refs: list[Reference]) -> None:
         begin = time.monotonic()
+        deferred = backends[name].deferred_error
+        if deferred is not None:
+            with lock:
+                values.update({reference: deferred for reference in refs})
+                milliseconds[name] = 0
+            return
         try:
             results = _fetch_backend(backends[name], refs, deadline)
         except Exception as error:  # a bug in an adapter must not lose the other results

@@ -7,7 +7,6 @@ rejects keys nobody read, so a typo such as ``verison`` is an error, not a silen
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Iterable
 
@@ -219,7 +218,13 @@ class Fields:
         for key in self.mapping:
             if key in allowed_names:
                 continue
-            close = difflib.get_close_matches(str(key), allowed_names, n=1)
+            # Two swapped letters ('form' for 'from') first: difflib alone ranks 'format' closer.
+            close = [name for name in allowed_names if sorted(name) == sorted(str(key))]
+            if not close:
+                # Imported here, not at module level: only a manifest error needs it.
+                import difflib
+
+                close = difflib.get_close_matches(str(key), allowed_names, n=1)
             suggestion = f"did you mean '{close[0]}'? " if close else ""
             raise self.key_error(key, f"unknown field '{key}'; {suggestion}"
                                       f"allowed here: {', '.join(allowed_names)}")

@@ -75,8 +75,13 @@ def hand_over(command: list[str], env: dict[str, str], options: HandOverOptions)
         # NOTE: in exec mode no secret-init process remains after execve, so nothing can
         # remove the files when the application exits.
         log.warning("the secret files in %s will not be removed when the command exits, "
-                    "because exec mode leaves no process to remove them; use --mode init",
+                    "because exec mode leaves no process to remove them; pass --init or set "
+                    "SECRET_INIT_MODE=init",
                     options.cleanup_dir)
+    if options.remap_exit:
+        log.warning("--remap-exit is ignored in exec mode: the command replaces secret-init "
+                    "and its exit code reaches the caller unchanged; pass --init or set "
+                    "SECRET_INIT_MODE=init")
     if options.subreaper:
         log.warning("--subreaper is ignored in exec mode: the command itself replaces "
                     "secret-init and reaps only its own children")

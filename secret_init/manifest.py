@@ -7,6 +7,7 @@ and column; backends check their own fields through the same ``Fields`` reader.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,7 +334,7 @@ def _check_exports(section: Fields, secrets: list[SecretSpec]) -> None:
 def key_path_text(key: KeyPath) -> str:
     """Show a key path the way a user writes it."""
     if any("." in part for part in key):
-        return "[" + ", ".join(repr(part) for part in key) + "]"
+        return "[" + ", ".join(json.dumps(part) for part in key) + "]"
     return ".".join(key)
 
 

@@ -157,8 +157,10 @@ def publish(directory: str, files: list[OutputFile], *, dir_mode: int, dir_uid: 
                 except PermissionError as error:
                     raise OutputError(
                         f"cannot give {item.name} owner {item.uid}:{item.gid} and mode "
-                        f"{item.mode:04o}: {os_reason(error)}; run secret-init as root to set "
-                        "other owners, or leave owner unset", secret=item.name) from None
+                        f"{item.mode:04o}: {os_reason(error)}; only root can give a file another "
+                        f"owner, so run secret-init as root, or remove owner, group and "
+                        f"--user/user: so the files belong to uid {os.geteuid()}",
+                        secret=item.name) from None
                 except OSError as error:
                     raise OutputError(f"cannot write {item.name} in {version_path}: "
                                       f"{os_reason(error)}", secret=item.name) from None

@@ -78,6 +78,10 @@ def template_order(secrets: list[SecretSpec]) -> list[SecretSpec]:
                                   f"known secrets: {known}", secret=name)
             if reference == name:
                 raise ConfigError("template refers to itself", secret=name)
+            if by_name[reference].optional and not templates[name].optional:
+                raise ConfigError(f"template uses optional secret '{reference}', so it may have "
+                                  "nothing to fill in; add 'optional: true' to the template or "
+                                  f"make '{reference}' required", secret=name)
             if reference in templates:
                 visit(reference, chain + [name])
         state[name] = "done"

@@ -13,9 +13,9 @@ from . import redact
 from .backends.base import Fetched
 from .deadline import Deadline
 from .environment import CREDENTIAL_VARIABLES, check_env_value, child_environment, process_environment
-from .errors import ConfigError, DataError, KeyNotFoundError, NotFoundError, SecretInitError, StoppedBySignalError
+from .errors import ConfigError, KeyNotFoundError, NotFoundError, SecretInitError, StoppedBySignalError
 from .fetch import close_backends, fetch_all
-from .handover import HandOverOptions, hand_over
+from .handover import HandOverOptions, hand_over, resolve_command
 from .manifest import Manifest, SecretSpec, load_manifest
 from .plan import Plan, PlannedSecret, backends_in_use, build_plan
 from .publish import OutputFile, check_memory_filesystem, publish
@@ -128,7 +128,7 @@ def fetch_values(plan: Plan, options: RunOptions) -> dict[str, Fetched | SecretI
 # -- step 4: render ---------------------------------------------------------------------------
 
 def _tolerated(error: SecretInitError) -> bool:
-    """Whether an optional secret may be skipped after ``error``: only absence, not failure."""
+    """Tell whether an optional secret may be skipped after ``error``: only absence, not failure."""
     return isinstance(error, (NotFoundError, KeyNotFoundError))
 
 
@@ -158,21 +158,16 @@ def render_all(plan: Plan, values: dict[str, Fetched | SecretInitError], *, fake
         else:
             errors.append(outcome)
 
-    by_name = {planned.name: planned.spec for planned in plan.secrets}
     for spec in plan.templates:
         assert spec.template is not None
         absent = [name for name in template_references(spec.template) if name not in content]
         if absent:
-            if all(by_name[name].optional and name in missing for name in absent) and spec.optional:
+            # The plan lets only optional templates use optional secrets. Any other absent
+            # secret failed, and its own error is already listed.
+            if spec.optional and all(name in missing for name in absent):
                 missing.append(spec.name)
                 log.warning("optional template %s is skipped: it uses missing secret(s) %s",
                             spec.name, ", ".join(absent))
-                continue
-            if any(name in missing for name in absent):
-                errors.append(DataError(f"template uses optional secret(s) {', '.join(absent)}, "
-                                        "which are missing; make the template optional or the "
-                                        "secret required", secret=spec.name))
-            # Otherwise the referenced secret failed and its own error is already listed.
             continue
         content[spec.name] = fill_template(spec.template, content)
         redact.register(content[spec.name])
@@ -268,6 +263,9 @@ def prepare(options: RunOptions, *, for_command: bool = False) -> tuple[Plan, Re
 
 
 def run(options: RunOptions, command: list[str]) -> NoReturn:
+    # A mistyped command fails before any secret is fetched or written. It is checked
+    # again, as the application's user, just before the hand-over.
+    resolve_command(command, process_environment())
     plan, rendered, env = prepare(options, for_command=True)
     handover = options.handover
     user = options.user or plan.manifest.user
@@ -279,10 +277,15 @@ def run(options: RunOptions, command: list[str]) -> NoReturn:
 
 
 def warn_missing_extras(plan: Plan) -> None:
-    """Warn (check runs offline, perhaps outside the image) about backends that could not run here."""
+    """Warn about backends that could not run here: missing libraries or run-time settings.
+
+    Warnings, not errors, because check may run outside the image, in CI.
+    """
     from .backends import missing_modules
 
     for name, backend in backends_in_use(plan).items():
+        if backend.deferred_error is not None:
+            log.warning("backend %s: %s (needed at run time)", name, backend.deferred_error.message)
         missing = missing_modules(type(backend))
         if missing:
             log.warning("backend %s needs %s, which is not installed here; a run would fail "
@@ -292,15 +295,23 @@ def warn_missing_extras(plan: Plan) -> None:
 
 def manifest_summary(manifest: Manifest) -> str:
     kinds = sorted({type(b).type_name for b in manifest.backends.values()})
-    return (f"{manifest.path}: valid, {len(manifest.secrets)} secrets, "
-            f"{len(manifest.backends)} backends ({', '.join(kinds) or 'none'})")
+    return (f"{manifest.path}: valid, {_count(len(manifest.secrets), 'secret')}, "
+            f"{_count(len(manifest.backends), 'backend')} ({', '.join(kinds) or 'none'})")
 
 
-def secret_row(plan: Plan, planned: PlannedSecret) -> dict[str, Any]:
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def secret_row(plan: Plan, planned: PlannedSecret, *, fake_path: str | None = None) -> dict[str, Any]:
+    """Describe one planned secret for the plan table: never a value."""
     spec: SecretSpec = planned.spec
+    source = plan.source_of(spec)
+    if fake_path is not None and spec.template is None:
+        source = f"fake: {fake_path}"
     return {
         "name": planned.name,
-        "source": plan.source_of(spec),
+        "source": source,
         "file": planned.path if spec.write else "- (not written)",
         "mode": f"{planned.mode:04o}",
         "owner": f"{planned.uid}:{planned.gid}",

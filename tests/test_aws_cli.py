@@ -46,6 +46,20 @@ def test_json_key_and_whole_document(moto, tmp_path):
     assert (output / "whole").read_bytes() == text.encode()
 
 
+def test_spaced_json_written_byte_for_byte(moto, tmp_path):
+    # Spaces and newlines prove the text is not parsed and re-encoded on the way.
+    text = '{\n  "user": "app",\n  "pass": "p:w=1"\n}\n'
+    moto.client("secretsmanager").create_secret(Name="db", SecretString=text)
+    secrets = "  whole: {from: aws, id: db}\n  other: {from: aws, id: db, key: user}\n"
+
+    result, output = fetch_with_cli(tmp_path, manifest(moto, secrets,
+                                                       "    region: eu-central-1\n"))
+
+    assert result.returncode == 0, result.stderr.decode()
+    assert (output / "whole").read_bytes() == text.encode()
+    assert (output / "other").read_bytes() == b"app"
+
+
 def test_full_arn_region_wins(moto, tmp_path):
     created = moto.client("secretsmanager", "us-west-2").create_secret(Name="svc",
                                                                        SecretString="oregon")

@@ -364,3 +364,20 @@ def test_fast_loader_knows_services(aws_env):
     assert "secretsmanager" in list(services)
     with pytest.raises(botocore.exceptions.UnknownServiceError):
         session.get_session().create_client("no-such-service", region_name="eu-central-1")
+
+
+def test_fast_loader_parses_into_dicts(aws_env):
+    from botocore.loaders import Loader
+
+    loader = session.get_session().get_component("data_loader")
+    endpoints = loader.load_data("endpoints")
+    model = loader.load_service_model("secretsmanager", "service-2")
+    reference = Loader()
+
+    assert type(endpoints) is dict
+    assert type(endpoints["partitions"][0]) is dict
+    assert type(model["operations"]) is dict
+    assert endpoints == reference.load_data("endpoints")
+    assert model == reference.load_service_model("secretsmanager", "service-2")
+    assert list(model["operations"]) == list(
+        reference.load_service_model("secretsmanager", "service-2")["operations"])

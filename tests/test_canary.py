@@ -146,7 +146,7 @@ def test_fetch_success_prints_no_canary(workdir, log_format):
 
 
 @pytest.mark.parametrize("subcommand, expected", [
-    ("plan", "3 secrets to /run/secrets from backends"),
+    ("plan", "3 files to /run/secrets, from 1 backend"),
     ("check", "manifest.yaml: valid, 3 secrets"),
 ])
 @pytest.mark.parametrize("log_format", LOG_FORMATS)
@@ -327,8 +327,8 @@ def test_template_error_after_fetch(workdir, log_format):
 
     result = run_debug(workdir, log_format, "fetch")
 
-    assert result.code == 65
-    assert "template uses optional secret(s) maybe" in result.stderr
+    assert result.code == 78
+    assert "template uses optional secret 'maybe'" in result.stderr
     assert_no_canary(result)
 
 

@@ -121,7 +121,7 @@ def test_check_prints_summary():
     result = run_cli(["check", "-f", str(QUICKSTART)])
 
     assert result.code == 0, result.stderr
-    assert result.stdout == f"{QUICKSTART}: valid, 5 secrets, 1 backends (file)\n"
+    assert result.stdout == f"{QUICKSTART}: valid, 5 secrets, 1 backend (file)\n"
     assert result.stderr == ""
 
 
@@ -134,7 +134,7 @@ def test_plan_never_prints_value():
     assert any(line.startswith("db_password ") for line in lines)
     assert any(line.startswith("flags (optional)") for line in lines)
     assert "API_TOKEN" in result.stdout
-    assert "5 secrets to /run/secrets from backends" in result.stdout
+    assert "5 files to /run/secrets, from 1 backend" in result.stdout
     for value in QUICKSTART_VALUES:
         assert value not in result.output
 
@@ -145,7 +145,7 @@ def test_plan_fake_prints_no_value(tmp_path):
     result = run_cli(["plan", "-f", str(QUICKSTART), "--fake", str(tmp_path / "fake.yaml")])
 
     assert result.code == 0, result.stderr
-    assert f"from fake values from {tmp_path / 'fake.yaml'}" in result.stdout
+    assert f"from fake values in {tmp_path / 'fake.yaml'}" in result.stdout
     assert "fake-pw-8c2e" not in result.output
     assert "fake-token-8c2e" not in result.output
 

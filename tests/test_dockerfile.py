@@ -1,23 +1,26 @@
-"""Dockerfile.example: build its virtual environment the way its RUN steps do, and start it
-the way its ENTRYPOINT and CMD would, without a Docker engine.
+"""Dockerfile.example: build its virtual environment the way its COPY and RUN steps do, and
+start it the way its ENTRYPOINT and CMD would, without a Docker engine.
 
-The test reads the Dockerfile, takes the build stage's RUN steps as they are written, and
-runs them with three substitutions:
+The test reads the Dockerfile and runs the build stage's instructions in order, as they are
+written, with the repository root as the build context (``docker build -f
+Dockerfile.example .``). Four things differ from a real build:
 
-- the image path of the virtual environment (``/opt/secret-init``) becomes a folder under
-  tmp_path, and ``python`` on PATH is the interpreter running the tests;
-- the package spec ``secret-init[EXTRAS]==VERSION`` becomes a copy of this repository's
-  sources with the same extras, so pip installs the code under test instead of a release
-  from the index. It is a copy because pip builds in the source folder, which must not
-  get a build/ folder in the working tree;
+- the image's file system is a folder under tmp_path: COPY writes into it, and the image
+  paths that RUN steps name (the virtual environment, the COPY destination that pip
+  installs from) are replaced by their place in that folder;
+- ``python`` on PATH is the interpreter running the tests, not the base image's;
 - a BuildKit secret mount's target (``/run/secrets/ID``) becomes a path under tmp_path that
-  does not exist, which is a build without that secret.
+  does not exist, which is a build without that secret;
+- COPY skips ``__pycache__`` folders. The wheel pip builds leaves them out anyway, and
+  other processes may rewrite them in the working tree while the test copies it.
 
-pip still resolves the dependencies (PyYAML and the backend libraries of the extras) from
-the configured package index, as the real build does; --no-deps or --system-site-packages
-would skip exactly the part of the install that the extras decide. The build arguments are
-those that examples/compose/compose.yaml passes, so the test builds the image that compose
-would run. The resulting ``secret-init`` then starts the sample application on a real tmpfs
+The copy also keeps pip's build/ and .egg-info folders out of the working tree. pip
+resolves the dependencies (PyYAML and the backend libraries of the extras) from the
+configured package index, as the real build does; --no-deps or --system-site-packages would
+skip exactly the part of the install that the extras decide. The build arguments are those
+that examples/compose/compose.yaml passes, so the test builds the image that compose would
+run. The copied sources are then deleted, as the runtime stage copies only the virtual
+environment, and the resulting ``secret-init`` starts the sample application on a real tmpfs
 with the compose example's manifest and its fake values.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -142,13 +146,30 @@ def secret_mount_targets(flags: list[str]) -> dict[str, str]:
     return targets
 
 
-def copy_sources(destination: Path) -> Path:
-    """Copy what pip needs to build secret-init into ``destination``."""
-    destination.mkdir()
-    for name in ("pyproject.toml", "setup.cfg", "README.md"):
-        shutil.copy2(ROOT / name, destination / name)
-    shutil.copytree(ROOT / "secret_init", destination / "secret_init",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+def run_copy(arguments: str, context: Path, image_root: Path) -> str:
+    """Run a plain COPY instruction from ``context`` into ``image_root``, the image's /.
+
+    Follow Docker's rules: a folder source copies its content into the destination, and a
+    file goes into the destination folder when the destination ends in / or there are
+    several sources. Return the destination, an image path.
+    """
+    flags, rest = strip_run_flags(arguments)
+    assert not flags, f"COPY {arguments}: this test does not emulate COPY flags"
+    *sources, destination = shlex.split(rest)
+    assert sources, f"COPY {arguments} names no source"
+    target = image_root / destination.lstrip("/")
+    for source in sources:
+        path = context / source
+        assert path.exists(), f"COPY {arguments}: {source} is not in the build context"
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        elif destination.endswith("/") or len(sources) > 1:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / path.name)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
     return destination
 
 
@@ -171,6 +192,25 @@ def venv_path(instructions: list[Instruction]) -> str:
 def json_form(instructions: list[Instruction], keyword: str) -> list[str]:
     (found,) = [instruction for instruction in instructions if instruction.keyword == keyword]
     return json.loads(found.arguments)
+
+
+def build_copy_sources(instructions: list[Instruction]) -> list[str]:
+    """Return the build-context paths that the build stage's COPY lines name."""
+    sources = []
+    for instruction in instructions:
+        if instruction.keyword == "COPY" and instruction.stage == 0:
+            _, rest = strip_run_flags(instruction.arguments)
+            sources.extend(shlex.split(rest)[:-1])
+    return sources
+
+
+def pip_install_source(command: str) -> tuple[str, str] | None:
+    """Return (image path, extras) of a ``pip install "/PATH[EXTRAS]"`` in ``command``."""
+    if "pip install" not in command:
+        return None
+    match = re.search(r'pip install\b.*?"(/[^"\[\s]+)\[([^\]"]*)\]"', command, re.DOTALL)
+    assert match, f'no quoted "/PATH[EXTRAS]" after pip install in: {command}'
+    return match.group(1), match.group(2)
 
 
 # -- static checks ----------------------------------------------------------------------------
@@ -249,14 +289,27 @@ def test_dockerfile_entrypoint_is_secret_init_with_cmd():
     assert json_form(instructions, "CMD")
 
 
-def test_dockerfile_version_pin_matches_package():
-    from secret_init import __version__
+def test_dockerfile_build_copies_only_package_sources():
+    sources = [source.rstrip("/") for source in build_copy_sources(dockerfile())]
+    # "." would send tests, .venv and .git into the build stage's layers.
+    assert "." not in sources
+    assert sorted(sources) == ["README.md", "pyproject.toml", "secret_init", "setup.cfg"]
 
-    args = {}
-    for instruction in dockerfile():
-        if instruction.keyword == "ARG":
-            args.update(key_values(instruction.arguments))
-    assert args["SECRET_INIT_VERSION"] == __version__
+
+def test_dockerfile_installs_copied_source_not_editable():
+    instructions = dockerfile()
+    installs = [instruction.arguments for instruction in instructions
+                if instruction.keyword == "RUN" and "pip install" in instruction.arguments]
+    assert len(installs) == 1, "expected one RUN step with pip install"
+    (command,) = installs
+    source, extras = pip_install_source(command)
+    destinations = [posixpath.normpath(shlex.split(strip_run_flags(instruction.arguments)[1])[-1])
+                    for instruction in instructions
+                    if instruction.keyword == "COPY" and instruction.stage == 0]
+    assert posixpath.normpath(source) in destinations, f"no COPY writes {source}"
+    assert extras == "${SECRET_INIT_EXTRAS}"
+    # An editable install would leave the venv pointing at /src, which the runtime stage lacks.
+    assert not re.search(r"\s(-e|--editable)\b", command)
 
 
 # -- build and run ----------------------------------------------------------------------------
@@ -273,33 +326,55 @@ def build_arguments(instructions: list[Instruction]) -> dict[str, str]:
     return values
 
 
-def build_venv(tmp_path: Path) -> Path:
-    """Run the build stage's RUN steps with the substitutions the module docstring lists."""
-    instructions = dockerfile()
-    image_venv = venv_path(instructions)
-    venv = tmp_path / "venv"
-    sources = copy_sources(tmp_path / "src")
+def environment_without_pythonpath() -> dict[str, str]:
+    """The test's environment without PYTHONPATH, so the checkout is never imported by accident."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
+def build_environment(tmp_path: Path) -> dict[str, str]:
+    """The environment of the build's RUN steps: ``python`` is the test interpreter."""
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "python").symlink_to(sys.executable)
-    variables = build_arguments(instructions)
-    environment = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    return {**environment_without_pythonpath(), "PATH": f"{tools}:{os.environ['PATH']}"}
 
-    build_stage = [instruction for instruction in instructions
-                   if instruction.stage == 0 and instruction.keyword == "RUN"]
-    assert build_stage, "the first stage has no RUN step"
+
+def build_venv(tmp_path: Path, image_root: Path) -> Path:
+    """Run the build stage's COPY and RUN steps in order, with the changes the module
+    docstring lists, and return the virtual environment they build."""
+    instructions = dockerfile()
+    image_venv = venv_path(instructions)
+    venv = tmp_path / "venv"
+    variables = build_arguments(instructions)
+    environment = build_environment(tmp_path)
+
+    build_stage = [instruction for instruction in instructions if instruction.stage == 0]
+    emulated = {"FROM", "ARG", "COPY", "RUN"}
+    unknown = {instruction.keyword for instruction in build_stage} - emulated
+    assert not unknown, f"the build stage uses {sorted(unknown)}, which this test does not run"
+    copied: list[str] = []
+    installs = 0
     for instruction in build_stage:
+        if instruction.keyword == "COPY":
+            copied.append(run_copy(expand(instruction.arguments, variables), ROOT, image_root))
+            continue
+        if instruction.keyword != "RUN":
+            continue
         flags, command = strip_run_flags(instruction.arguments)
         command = expand(command, variables).replace(image_venv, str(venv))
         for secret_id, target in secret_mount_targets(flags).items():
             command = command.replace(target, str(tmp_path / "absent-build-secrets" / secret_id))
-        command, substitutions = re.subn(r"secret-init\[([^\]]*)\](==[\w.]+)?",
-                                         lambda match: f"{sources}[{match.group(1)}]", command)
-        if "pip install" in command:
-            assert substitutions == 1, f"no secret-init package spec in: {command}"
+        install = pip_install_source(command)
+        if install is not None:
+            source, _ = install
+            assert posixpath.normpath(source) in map(posixpath.normpath, copied), \
+                f"pip installs {source}, which no earlier COPY wrote"
+            command = command.replace(f'"{source}[', f'"{image_root / source.lstrip("/")}[')
+            installs += 1
         result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
-                                env=environment, timeout=PIP_TIMEOUT_SECONDS)
+                                cwd=tmp_path, env=environment, timeout=PIP_TIMEOUT_SECONDS)
         assert result.returncode == 0, f"RUN {command}\n{result.stdout}\n{result.stderr}"
+    assert installs == 1, f"the build stage has {installs} pip install steps, expected 1"
     return venv
 
 
@@ -337,7 +412,10 @@ def test_dockerfile_venv_starts_app_on_tmpfs(tmp_path: Path):
     require_mount_namespace()
     instructions = dockerfile()
     image_venv = venv_path(instructions)
-    venv = build_venv(tmp_path)
+    image_root = tmp_path / "image"
+    venv = build_venv(tmp_path, image_root)
+    # The runtime stage copies only the venv, so the copied sources must not be needed.
+    shutil.rmtree(image_root)
 
     extras = build_arguments(instructions)["SECRET_INIT_EXTRAS"].split(",")
     installed = installed_distributions(venv)
@@ -348,6 +426,12 @@ def test_dockerfile_venv_starts_app_on_tmpfs(tmp_path: Path):
     if "vault" not in extras:
         assert "hvac" not in installed, "an extra that was not asked for was installed"
     assert list(venv.rglob("secret_init/__pycache__/cli.*.pyc")), "bytecode was not precompiled"
+    located = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import secret_init; print(secret_init.__file__)"],
+                             capture_output=True, text=True, cwd=tmp_path,
+                             env=environment_without_pythonpath(), timeout=60)
+    assert located.returncode == 0, located.stderr
+    assert Path(located.stdout.strip()).is_relative_to(venv), "secret_init is not inside the venv"
 
     # The ENTRYPOINT and CMD, resolved through the runtime stage's PATH and COPY lines.
     path = runtime_path(instructions, image_venv, venv)
@@ -361,7 +445,7 @@ def test_dockerfile_venv_starts_app_on_tmpfs(tmp_path: Path):
 
     compose_app = yaml.safe_load((COMPOSE / "compose.yaml").read_text())["services"]["app"]
     tmpfs_path, _, tmpfs_options = compose_app["tmpfs"][0].partition(":")
-    environment = {**os.environ, "PATH": path,
+    environment = {**environment_without_pythonpath(), "PATH": path,
                    "SECRET_INIT_MANIFEST": str(COMPOSE / "manifest.yaml"),
                    "SECRET_INIT_FAKE": str(COMPOSE / "dev-secrets.yaml")}
     # NOTE: the image runs as uid 10001; this runs as root, because the test interpreter may

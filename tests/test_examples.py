@@ -97,8 +97,13 @@ def output_dir(manifest: dict[str, Any]) -> str:
 
 
 def written_names(manifest: dict[str, Any]) -> set[str]:
-    """Names of the files the manifest writes: every entry under secrets."""
-    return set(manifest["secrets"])
+    """Names of the files the manifest writes: every entry under secrets without write: false."""
+    return {name for name, entry in manifest["secrets"].items() if entry.get("write", True)}
+
+
+def unwritten_names(manifest: dict[str, Any]) -> set[str]:
+    """Names of the secrets fetched for templates and env only (write: false)."""
+    return set(manifest["secrets"]) - written_names(manifest)
 
 
 def fetched_names(manifest: dict[str, Any]) -> set[str]:
@@ -358,6 +363,36 @@ def test_compose_sops_override_mounts_backend_inputs():
     assert targets.get(sops_path) is True
     assert targets.get(override["environment"]["SOPS_AGE_KEY_FILE"]) is True
     assert override["environment"]["SECRET_INIT_FAKE"] == ""
+
+
+GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+GO_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def duration_seconds(text: str) -> float:
+    """Parse a Compose or Swarm duration such as '15s' or '1m30s' (Go's format) into seconds."""
+    parts = GO_DURATION_PART.findall(text)
+    assert parts and "".join(number + unit for number, unit in parts) == text, \
+        f"'{text}' is not a duration this test can read"
+    return sum(float(number) * GO_DURATION_UNITS[unit] for number, unit in parts)
+
+
+def secret_init_stop_timeout(environment: dict[str, Any]) -> float:
+    """The stop timeout a service gives secret-init: its SECRET_INIT_STOP_TIMEOUT or the default."""
+    from secret_init.handover import HandOverOptions
+
+    value = environment.get("SECRET_INIT_STOP_TIMEOUT")
+    return float(value) if value is not None else HandOverOptions().stop_timeout
+
+
+@pytest.mark.parametrize("path, service", [(COMPOSE / "compose.yaml", "app"),
+                                           (SWARM / "stack.yaml", "web")],
+                         ids=["compose", "swarm"])
+def test_stop_grace_period_exceeds_stop_timeout(path: Path, service: str):
+    definition = load_yaml(path)["services"][service]
+    grace = duration_seconds(str(definition["stop_grace_period"]))
+    # Compose and Swarm wait 10 s by default, no longer than secret-init's own default.
+    assert grace > secret_init_stop_timeout(definition.get("environment", {}))
 
 
 def init_service_file() -> dict[str, Any]:
@@ -680,6 +715,10 @@ def test_ecs_task_role_without_static_keys():
     assert ecs_container()["linuxParameters"]["initProcessEnabled"] is False
 
 
+def test_ecs_stop_timeout_exceeds_secret_init():
+    assert ecs_container()["stopTimeout"] > secret_init_stop_timeout(ecs_env())
+
+
 def test_ecs_file_variables_name_manifest_secrets():
     manifest = load_yaml(ECS / "manifest.yaml")
     paths = file_variables(ecs_env(), output_dir(manifest))
@@ -697,6 +736,8 @@ def test_ecs_value_from_arn_selects_json_key():
 
 
 # -- Docker Swarm -----------------------------------------------------------------------------
+
+LISTING_MARKER = "--- files ---"
 
 def swarm_service() -> dict[str, Any]:
     return load_yaml(SWARM / "stack.yaml")["services"]["web"]
@@ -758,14 +799,24 @@ def test_swarm_template_renders_from_swarm_files(tmp_path: Path):
         f"printf %s swarm-smtp-pass > {backend_dir}/smtp_password",
         f"chmod 0400 {backend_dir}/db_password {backend_dir}/smtp_password",
     ])
+    # The application prints the rendered file, then every name in the output folder and in
+    # the published version folder that ..data points to.
+    show = (f'cat "$APP_CONFIG_FILE"; echo {LISTING_MARKER}; '
+            f'ls -A {shlex.quote(directory)} {shlex.quote(directory)}/..data/')
     command = shlex.join([PYTHON, "-m", "secret_init", "-f", str(SWARM / "manifest.yaml"),
-                          "--", "sh", "-c", 'cat "$APP_CONFIG_FILE"'])
+                          "--", "sh", "-c", show])
 
     result = subprocess.run(in_tmpfs_namespace(f"{swarm_files}\nexec {command}",
                                                mount_point=directory),
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
 
     assert result.returncode == 0, result.stderr
-    assert "password = swarm-db-pass\n" in result.stdout
-    assert "password = swarm-smtp-pass\n" in result.stdout
-    assert "[smtp]" in result.stdout
+    rendered, _, listing = result.stdout.partition(f"{LISTING_MARKER}\n")
+    assert "password = swarm-db-pass\n" in rendered
+    assert "password = swarm-smtp-pass\n" in rendered
+    assert "[smtp]" in rendered
+    listed = {line for line in listing.splitlines() if line and not line.endswith(":")}
+    assert "app.ini" in listed
+    for name in ("db_password", "smtp_password"):
+        assert name not in listed, f"{name} only feeds app.ini but was written"
+    assert unwritten_names(manifest) == {"db_password", "smtp_password"}

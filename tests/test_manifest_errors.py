@@ -464,3 +464,40 @@ def test_failure_first_run_writes_nothing(tmp_path):
 
     assert result.code == EX_DATAERR
     assert_nothing_written(output)
+
+
+def test_template_using_optional_secret_must_be_optional(tmp_path):
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + "secrets:\n"
+                                     "  x: {from: dev, key: token, optional: true}\n"
+                                     "  t: {template: \"v=${x}\"}\n")
+
+    result = run_cli(["check", "-f", MANIFEST], cwd=tmp_path)
+
+    assert result.code == 78
+    assert "template uses optional secret 'x'" in result.stderr
+    assert f"{MANIFEST}:6:" in result.stderr
+
+
+def test_typo_swapped_letters_suggests_from(tmp_path):
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + "secrets:\n  a: {form: dev, key: token}\n")
+
+    result = run_cli(["check", "-f", MANIFEST], cwd=tmp_path)
+
+    assert result.code == 78
+    assert "did you mean 'from'?" in result.stderr
+
+
+def test_command_not_found_before_fetch(tmp_path):
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + "secrets:\n  a: {from: dev, key: token}\n")
+    output = tmp_path / "out"
+
+    result = run_cli(["-f", MANIFEST, "--output-dir", str(output), "--allow-disk", "--",
+                      "pyhton-no-such-command"], cwd=tmp_path)
+
+    assert result.code == 127
+    assert "pyhton-no-such-command" in result.stderr
+    assert "fetched" not in result.stderr
+    assert not output.exists()

@@ -58,6 +58,17 @@ def test_yaml_comment_in_list_not_in_mac(writer, decrypt):
     assert value_of(decrypt("list.yaml", content)) == {"items": ["real"], "other": "x"}
 
 
+def test_yaml_comment_line_inside_list_ignored(writer, decrypt):
+    # A plain YAML comment line inside a sequence is not a value: it is neither decrypted
+    # nor part of the MAC.
+    content = writer.yaml({"items": ["real"], "other": "x"})
+    content = content.replace(b"    - ENC[", b"    # old\n    #ENC[AES256_GCM,data:AAAA,iv:AAAA,tag:AAAA,type:comment]\n    - ENC[", 1)
+    content = content.replace(b"- ENC[", b"# old\n- ENC[", 1) if b"# old" not in content else content
+
+    assert b"# old" in content
+    assert value_of(decrypt("list-line-comment.yaml", content)) == {"items": ["real"], "other": "x"}
+
+
 def test_yaml_mapping_comments_skipped(writer, decrypt):
     tree = {"db": {"user": "eve", CommentKey("c1"): Comment(" rotate yearly"), "password": "pw"}}
     content = writer.yaml(tree)
@@ -155,10 +166,12 @@ def test_ini_quoted_and_continued_values(writer, decrypt):
     assert value["s"] == {"q_unencrypted": "a;b", "d_unencrypted": "x y", "c_unencrypted": "ab"}
 
 
-def test_yaml_anchor_and_alias_both_decrypt(writer, decrypt, age_identity):
+def test_yaml_alias_expanded_by_sops_decrypts(writer, decrypt, age_identity):
     import yaml
 
-    # sops expands aliases when it encrypts, so each copy has its own ciphertext.
+    # sops expands aliases when it encrypts, so the encrypted file holds two separate values
+    # and no alias; this checks both copies decrypt. Aliases that survive in a file sit in
+    # its clear part, which the next test covers.
     plaintext = yaml.safe_load("db: &p hunter2\napp: *p\n")
     assert value_of(decrypt("anchors.yaml", writer.yaml(plaintext))) == {"db": "hunter2",
                                                                           "app": "hunter2"}

@@ -655,7 +655,8 @@ def test_sealed_until_deadline(vault):
     vault.kv_put("secret", "web/db", {"password": "pw"})
     vault.seal()
     result = fetch_one(make_backend(vault), {"path": "secret/web/db"}, seconds=0.5)
-    assert isinstance(result, BackendUnavailableError)
+    # Failing until the deadline is exit 75, the same as for the AWS backends.
+    assert isinstance(result, DeadlineExceededError)
     assert "Vault is sealed" in str(result)
 
 
@@ -684,7 +685,7 @@ def test_unreachable_vault(sleeps):
     fields = Fields({"address": address}, file="manifest.yaml", where="backends.vault")
     backend = VaultBackend("vault", fields, BackendContext(Path("/"), {"VAULT_TOKEN": "hvs.x"}))
     result = fetch_one(backend, {"path": "secret/web/db", "kv_version": 2}, seconds=0.5)
-    assert isinstance(result, BackendUnavailableError)
+    assert isinstance(result, DeadlineExceededError)
     assert "connection failed" in str(result)
 
 

@@ -88,6 +88,10 @@ class Backend(abc.ABC):
     # The pip extra that installs this backend's libraries, and the modules it provides.
     extra: ClassVar[str | None] = None
     requires: ClassVar[tuple[str, ...]] = ()
+    # A setting the environment must complete at run time but does not (no VAULT_ADDR, say):
+    # ``check`` reports it as a warning, because it may run outside the container, and a run
+    # fails every reference of this backend with it.
+    deferred_error: SecretInitError | None = None
 
     def __init__(self, name: str, config: Fields, context: BackendContext) -> None:
         """Read and validate this backend's configuration; ``config`` excludes ``type``.

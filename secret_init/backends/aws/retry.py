@@ -57,7 +57,8 @@ def aws_message(error: BaseException) -> str:
     """Return the AWS error message on one line (moto pads some messages with newlines)."""
     response = getattr(error, "response", None)
     text = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
-    return " ".join(str(text).split())
+    # The message goes inside our own sentence, so its final period would read "secret.; check".
+    return " ".join(str(text).split()).rstrip(".")
 
 
 def _status(error: BaseException) -> int:

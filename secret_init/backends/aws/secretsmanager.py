@@ -294,7 +294,7 @@ def _collect_batch(response: Mapping[str, Any], secret_ids: list[str], region: s
                         "requested", region, secret_id)
             continue
         subject = f"Secrets Manager secret '{secret_id}' ({region}, stage {CURRENT_STAGE})"
-        message = " ".join(str(entry.get("Message", "")).split())
+        message = " ".join(str(entry.get("Message", "")).split()).rstrip(".")
         results[secret_id] = map_code(entry.get("ErrorCode", ""), message, subject,
                                       GET_PERMISSION, ERROR_CODES)
 

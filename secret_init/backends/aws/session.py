@@ -14,6 +14,7 @@ the context from the process environment, which is the default.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -92,6 +93,7 @@ def _register_fast_loader(session: "botocore.session.Session") -> None:
     from botocore.loaders import create_loader
 
     loader = create_loader(session.get_config_variable("data_path"))
+    loader.file_loader = _plain_json_file_loader()
     list_all = loader.list_available_services
     cache: dict[str, "_ServiceNames"] = {}
 
@@ -102,6 +104,28 @@ def _register_fast_loader(session: "botocore.session.Session") -> None:
 
     loader.list_available_services = list_available_services  # type: ignore[method-assign]
     session.register_component("data_loader", loader)
+
+
+def _plain_json_file_loader() -> Any:
+    """Return a botocore JSONFileLoader that parses into dicts instead of OrderedDicts.
+
+    botocore parses its data files with ``object_pairs_hook=OrderedDict``, which makes
+    json.loads more than twice as slow: 14 ms instead of 5 ms for the 1.2 MB endpoints.json
+    that every client reads (botocore 1.44, CPython 3.11, 2 CPUs). A dict keeps insertion
+    order too, and botocore 1.44 calls no OrderedDict-only method (move_to_end, popitem) on
+    loaded data. If botocore renames ``_load_file``, the override goes unused and its own
+    loader applies, which test_fast_loader_parses_into_dicts detects.
+    """
+    from botocore.loaders import JSONFileLoader
+
+    class PlainJSONFileLoader(JSONFileLoader):
+        def _load_file(self, full_path: str, open_method: Any) -> Any:
+            if not os.path.isfile(full_path):
+                return None
+            with open_method(full_path, "rb") as file:
+                return json.loads(file.read().decode("utf-8"))
+
+    return PlainJSONFileLoader()
 
 
 class _ServiceNames:
@@ -281,4 +305,4 @@ def consumed_variables(environ: Mapping[str, str]) -> set[str]:
 def _message(error: Any) -> str:
     """Return an AWS error message on one line (moto pads some with newlines)."""
     text = error.response.get("Error", {}).get("Message", "") if hasattr(error, "response") else str(error)
-    return " ".join(str(text).split())
+    return " ".join(str(text).split()).rstrip(".")

@@ -143,7 +143,12 @@ class AgeIdentities:
                 identities += self._parse(output, "SOPS_AGE_KEY_CMD", pyrage)
         config_home = environ.get("XDG_CONFIG_HOME") or str(context.home() / ".config")
         default_file = Path(config_home) / "sops" / "age" / "keys.txt"
-        if default_file.is_file():
+        try:
+            has_default = default_file.is_file()
+        except OSError:
+            # An unsearchable HOME (another user's, mode 0700) just means no default file.
+            has_default = False
+        if has_default:
             identities += self._parse_file(default_file, str(default_file), pyrage)
         self._x25519 = identities
         return identities
@@ -177,6 +182,9 @@ class AgeIdentities:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            if isinstance(error, PermissionError):
+                reason += (f"; make it readable by uid {os.geteuid()}, the user secret-init "
+                           "runs as")
             self._problems.append(f"cannot read {label} {path}: {reason}")
             return []
         return self._parse(text, label, pyrage)

@@ -118,6 +118,11 @@ class VaultBackend(Backend):
     def __init__(self, name: str, config: Fields, context: BackendContext) -> None:
         super().__init__(name, config, context)
         self.settings: VaultSettings = read_settings(config, context)
+        if not self.settings.address:
+            from ...errors import ConfigError
+            from .config import MISSING_ADDRESS
+
+            self.deferred_error = ConfigError(f"backend '{name}': {MISSING_ADDRESS}")
         self._connection: VaultConnection | None = None
         self._session: Session | None = None
         self._leases: list[str] = []

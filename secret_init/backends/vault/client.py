@@ -237,7 +237,7 @@ class VaultConnection:
             if retry_after is not None:
                 delay = retry_after
             if delay is None or delay >= deadline.remaining():
-                raise BackendUnavailableError(
+                raise DeadlineExceededError(
                     f"{action}: Vault at {self.settings.address} kept failing until the "
                     f"{deadline.seconds:g} s fetch deadline; {attempts} attempt(s), last "
                     f"error {reason}")

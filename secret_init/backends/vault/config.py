@@ -120,7 +120,8 @@ def read_settings(config: Fields, context: BackendContext) -> VaultSettings:
     namespace = config.string("namespace") or environ.get("VAULT_NAMESPACE") or None
     if namespace is not None:
         namespace = namespace.strip("/") or None
-    tls = _read_tls(config, context, address)
+    # Without an address, the other fields are still checked; the run fails at fetch time.
+    tls = _read_tls(config, context, address or "https://address-not-set")
     concurrency = config.integer("concurrency", DEFAULT_CONCURRENCY, minimum=1,
                                  maximum=MAX_CONCURRENCY)
     request_timeout = config.duration("request_timeout", DEFAULT_REQUEST_TIMEOUT_SECONDS)
@@ -133,21 +134,25 @@ def read_settings(config: Fields, context: BackendContext) -> VaultSettings:
     auth, consumed = _read_auth(auth_fields, context)
     auth_fields.finish()
 
-    return VaultSettings(address=address, namespace=namespace, tls=tls,
-                         proxy=select_proxy(address, environ), auth=auth,
+    return VaultSettings(address=address or "", namespace=namespace, tls=tls,
+                         proxy=select_proxy(address, environ) if address else None, auth=auth,
                          concurrency=concurrency, request_timeout=request_timeout,
                          consumed_environment=frozenset(consumed))
 
 
-def _read_address(config: Fields, environ: Mapping[str, str]) -> str:
+MISSING_ADDRESS = ("missing Vault address; set 'address' (for example "
+                   "https://vault.example.com:8200) or VAULT_ADDR")
+
+
+def _read_address(config: Fields, environ: Mapping[str, str]) -> str | None:
+    """Return the address from the manifest or VAULT_ADDR, or None when neither is set."""
     address = config.string("address")
     source = "address"
     if address is None:
         address = environ.get("VAULT_ADDR") or None
         source = "VAULT_ADDR"
     if address is None:
-        raise config.error(None, "missing Vault address; set 'address' (for example "
-                                 "https://vault.example.com:8200) or VAULT_ADDR")
+        return None
     parts = urlsplit(address)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         message = (f"'{address}' is not an http:// or https:// URL with a host; "

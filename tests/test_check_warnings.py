@@ -66,3 +66,19 @@ def test_check_warns_about_missing_extra(tmp_path, extra):
     assert result.returncode == 0, result.stderr
     assert f"pip install 'secret-init[{extra}]'" in result.stderr
     assert "valid" in result.stdout
+
+
+def test_vault_without_address_warns_in_check_and_fails_run(tmp_path):
+    (tmp_path / "m.yaml").write_text("version: 1\n" + CASES["vault"][1].replace(
+        ", address: http://127.0.0.1:1", ""))
+
+    checked = run_hidden(tmp_path, "nothing_hidden", ["-f", "m.yaml", "check"])
+    fetched = run_hidden(tmp_path, "nothing_hidden", ["-f", "m.yaml", "--output-dir",
+                                                      str(tmp_path / "out"), "--allow-disk",
+                                                      "fetch"])
+
+    assert checked.returncode == 0, checked.stderr
+    assert "VAULT_ADDR" in checked.stderr
+    assert fetched.returncode == 78
+    assert "VAULT_ADDR" in fetched.stderr
+    assert not (tmp_path / "out").exists()
