@@ -6,7 +6,6 @@ Every option can also be set by a SECRET_INIT_* environment variable; the comman
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys

@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from .errors import (EX_NOT_EXECUTABLE, EX_NOT_FOUND, EX_SOFTWARE, CommandNotExecutableError,
-                     CommandNotFoundError, ConfigError, SecretInitError, os_reason)
+from .errors import (EX_SOFTWARE, CommandNotExecutableError, CommandNotFoundError, ConfigError,
+                     SecretInitError, os_reason)
 from .privileges import drop_privileges
 from .users import Account, current_account, resolve_user
 

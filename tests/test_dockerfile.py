@@ -5,9 +5,9 @@ The test reads the Dockerfile and runs the build stage's instructions in order, 
 written, with the repository root as the build context (``docker build -f
 Dockerfile.example .``). Four things differ from a real build:
 
-- the image's file system is a folder under tmp_path: COPY writes into it, and the image
-  paths that RUN steps name (the virtual environment, the COPY destination that pip
-  installs from) are replaced by their place in that folder;
+- COPY writes into a folder under tmp_path that stands for the image's /, and the image
+  paths that RUN steps name (the virtual environment, and the COPY destination that pip
+  installs from) become folders under tmp_path;
 - ``python`` on PATH is the interpreter running the tests, not the base image's;
 - a BuildKit secret mount's target (``/run/secrets/ID``) becomes a path under tmp_path that
   does not exist, which is a build without that secret;

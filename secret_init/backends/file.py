@@ -38,11 +38,11 @@ class FileReference(Reference):
         return f"{self.backend}:{self.path}"
 
 
-def read_bytes(path: Path, what: str) -> bytes:
-    """Read a local file with errors that name it and say what to do."""
+def read_bytes(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Read a local file of at most ``limit`` bytes, with errors that name it and the fix."""
     try:
         with open(path, "rb") as stream:
-            data = stream.read(MAX_FILE_BYTES + 1)
+            data = stream.read(limit + 1)
     except FileNotFoundError:
         raise NotFoundError(f"{what} {path} not found") from None
     except IsADirectoryError:
@@ -52,8 +52,8 @@ def read_bytes(path: Path, what: str) -> bytes:
             f"{what} {path} is not readable by uid {os.geteuid()}; fix its mode or owner") from None
     except OSError as error:
         raise NotFoundError(f"cannot read {what} {path}: {os_reason(error)}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise DataError(f"{what} {path} is larger than {MAX_FILE_BYTES} bytes")
+    if len(data) > limit:
+        raise DataError(f"{what} {path} is larger than {limit} bytes")
     return data
 
 

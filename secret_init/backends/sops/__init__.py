@@ -24,7 +24,6 @@ when it is on PATH.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -32,8 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ...deadline import Deadline
-from ...errors import (ConfigError, DataError, IntegrityError, MissingExtraError,
-                       NotFoundError, PermissionDeniedError, SecretInitError, os_reason)
+from ...errors import DataError, IntegrityError, MissingExtraError, NotFoundError, SecretInitError
 from ...fields import Fields
 from ..base import Backend, BackendContext, Fetched, KeyPath, Reference
 from .formats import FORMATS, format_for_path
@@ -304,18 +302,6 @@ def _document_value(documents: list[dict[str, Any]], file_format: str) -> Any:
 
 
 def _read_file(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise NotFoundError(f"sops file {path} not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"sops file {path} is a directory, not a file") from None
-    except PermissionError:
-        raise PermissionDeniedError(f"sops file {path} is not readable by uid {os.geteuid()}; "
-                                    "fix its mode or owner") from None
-    except OSError as error:
-        raise NotFoundError(f"cannot read sops file {path}: {os_reason(error)}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise DataError(f"sops file {path} is larger than {MAX_FILE_BYTES} bytes")
-    return data
+    from ..file import read_bytes
+
+    return read_bytes(path, "sops file", MAX_FILE_BYTES)
