@@ -235,7 +235,7 @@ def run_cli(argv: Sequence[str]) -> int:
 
         if subcommand == "check":
             plan = run_module.load_and_plan(options)
-            run_module.warn_missing_extras(plan)
+            run_module.warn_run_time_problems(plan)
             print(run_module.manifest_summary(plan.manifest))
             return EX_OK
         if subcommand == "plan":

@@ -276,7 +276,7 @@ def run(options: RunOptions, command: list[str]) -> NoReturn:
     hand_over(command, env, handover)
 
 
-def warn_missing_extras(plan: Plan) -> None:
+def warn_run_time_problems(plan: Plan) -> None:
     """Warn about backends that could not run here: missing libraries or run-time settings.
 
     Warnings, not errors, because check may run outside the image, in CI.
