@@ -45,8 +45,9 @@ def parse_mode(value: Any, source: str | None = None) -> int:
     if not text.startswith("0"):
         raise ValueError(f"\"{value}\" has no leading 0; write octal modes as \"0{text}\"")
     mode = int(digits, 8)
-    if mode > 0o7777:
-        raise ValueError(f"\"{value}\" is larger than 07777")
+    if mode > 0o777:
+        raise ValueError(f"\"{value}\" sets setuid, setgid or sticky bits, which a secret "
+                         "file never needs; use permission bits only, such as \"0440\"")
     return mode
 
 

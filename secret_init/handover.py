@@ -88,6 +88,54 @@ def hand_over(command: list[str], env: dict[str, str], options: HandOverOptions)
     exec_command(command, env, account)
 
 
+def preflight_command(command: list[str], env: dict[str, str], user: str | None) -> None:
+    """Check, before any secret is fetched, that ``command`` can start as ``user``.
+
+    Without a user switch the check runs in this process. With one, a forked child drops
+    to the user and checks there, because root can reach and execute files the user cannot.
+    The check is repeated at the hand-over, so this only moves the common failure earlier.
+    """
+    if user is None or os.geteuid() != 0:
+        resolve_command(command, env)
+        return
+    account = resolve_user(user)
+    if (account.uid, account.gid) == (os.geteuid(), os.getegid()):
+        resolve_command(command, env)
+        return
+
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: report "CODE\nmessage" and exit, never return
+        os.close(report_read)
+        code = 0
+        message = ""
+        try:
+            drop_privileges(account)
+            resolve_command(command, env)
+        except SecretInitError as error:
+            code, message = error.exit_code, error.message
+        except BaseException as error:  # anything else must not run the parent's code
+            code, message = EX_SOFTWARE, f"command check failed: {type(error).__name__}"
+        os.write(report_write, f"{code}\n{message}".encode())
+        os._exit(0)
+
+    os.close(report_write)
+    with os.fdopen(report_read, "rb") as stream:
+        report = stream.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    code_text, _, message = report.partition("\n")
+    code = int(code_text) if code_text.isdigit() else EX_SOFTWARE
+    if code == 0:
+        return
+    error_class = {CommandNotFoundError.exit_code: CommandNotFoundError,
+                   CommandNotExecutableError.exit_code: CommandNotExecutableError}.get(code)
+    if error_class is not None:
+        raise error_class(f"{message} (as user {account.describe()})")
+    failure = SecretInitError(message or "the command check failed")
+    failure.exit_code = code
+    raise failure
+
+
 def validate_options(command: list[str], options: HandOverOptions) -> None:
     if not command:
         raise ConfigError("no command to start; give it after --")

@@ -46,9 +46,8 @@ def configure(level: str = "info", log_format: str = "text") -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    # Libraries stay at WARNING even at --log-level debug: botocore's debug lines carry whole
+    # request and response bodies (a KMS data key, session tokens), which redaction cannot
+    # know in advance.
     root.setLevel(logging.WARNING)
-    # Our own loggers at the chosen level; libraries (urllib3, botocore) stay at WARNING,
-    # except at debug, where their request lines help, and redaction still applies.
     logging.getLogger("secret_init").setLevel(level.upper())
-    if level == "debug":
-        root.setLevel(logging.DEBUG)

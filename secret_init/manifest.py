@@ -8,6 +8,7 @@ and column; backends check their own fields through the same ``Fields`` reader.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from .backends.base import Backend, BackendContext, KeyPath, Reference
 from .errors import ConfigError, ManifestError, NotFoundError, os_reason
 from .fields import Fields
 from .located import LocatedList, load_located_yaml
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MANIFEST = "/etc/secret-init/manifest.yaml"
 DEFAULT_OUTPUT_DIR = "/run/secrets"
@@ -32,7 +35,11 @@ MAX_NAME_BYTES = 255
 
 FORMATS = ("json", "yaml", "dotenv", "raw")
 ENCODINGS = ("base64",)
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Variables that change how every program in the container starts or finds its code; a
+# secret exported under one of these names is almost always a mistake.
+STARTUP_VARIABLES = re.compile(r"LD_[A-Z_]+|PATH|PYTHON(PATH|HOME|STARTUP)|NODE_OPTIONS|"
+                               r"JAVA_TOOL_OPTIONS|PERL5LIB|RUBYOPT|BASH_ENV|ENV")
 
 TOP_LEVEL_FIELDS = ("version", "output", "timeout", "user", "cleanup", "keep_env", "backends",
                     "secrets")
@@ -154,7 +161,7 @@ def load_manifest(path: str) -> Manifest:
     cleanup = top.boolean("cleanup", False)
     keep_env = top.string_list("keep_env", [])
     for name in keep_env:
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             raise top.error("keep_env", f"'{name}' is not a valid environment variable name")
 
     context = BackendContext(manifest_dir=Path(path).resolve().parent)
@@ -179,6 +186,7 @@ def _read_output(output: Fields | None) -> OutputSpec:
         allow_disk=output.boolean("allow_disk", False),
     )
     spec.owner_error = lambda message: output.error("owner", message)
+    _warn_other_readable(output.file, "output.mode", spec.mode)
     if not spec.dir.startswith("/"):
         raise output.error("dir", f"'{spec.dir}' must be an absolute path, such as /run/secrets")
     output.finish()
@@ -190,7 +198,7 @@ def _read_backends(section: Fields | None, context: BackendContext, path: str) -
     if section is None:
         return backends
     for name in section.mapping:
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]+$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise section.key_error(name, f"backend name {name!r} may contain only letters, "
                                           "digits, '_', '-' and '.'")
         config = section.fields(name, required=True)
@@ -278,6 +286,8 @@ def _read_secret(name: str, entry: Fields, backends: dict[str, Backend], section
     spec.format = entry.string("format", choices=FORMATS)
     spec.encoding = entry.string("encoding", choices=ENCODINGS)
     spec.mode = entry.mode("mode")
+    if spec.mode is not None:
+        _warn_other_readable(entry.file, f"secrets.{name}.mode", spec.mode)
     spec.owner = entry.string("owner")
     spec.group = entry.string("group")
     spec.env = entry.string("env")
@@ -313,6 +323,13 @@ def _read_secret(name: str, entry: Fields, backends: dict[str, Backend], section
     return spec
 
 
+def _warn_other_readable(file: str, field_name: str, mode: int) -> None:
+    if mode & 0o004:
+        log.warning("%s: %s %04o lets every user in the container read the file; "
+                    "use a mode without the last digit's read bit, such as 0440", file,
+                    field_name, mode)
+
+
 def _check_exports(section: Fields, secrets: list[SecretSpec]) -> None:
     """Check env and env_file names: valid, and each variable set by one secret only."""
     seen: dict[str, str] = {}
@@ -322,9 +339,13 @@ def _check_exports(section: Fields, secrets: list[SecretSpec]) -> None:
             variable = getattr(spec, field_name)
             if variable is None:
                 continue
-            if not ENV_NAME.match(variable):
+            if not ENV_NAME.fullmatch(variable):
                 raise entry.error(field_name, f"'{variable}' is not a valid environment variable "
                                               "name (letters, digits and '_', not starting with a digit)")
+            if field_name == "env" and STARTUP_VARIABLES.fullmatch(variable):
+                log.warning("%s: secret '%s' is exported as %s, which changes how every "
+                            "program the command starts behaves; use another name unless "
+                            "that is intended", section.file, spec.name, variable)
             if variable in seen:
                 raise entry.error(field_name, f"variable '{variable}' is already set by secret "
                                               f"'{seen[variable]}'")

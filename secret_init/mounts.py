@@ -24,12 +24,17 @@ def _unescape(field: str) -> str:
 def filesystem_type(path: str, mountinfo: str = MOUNTINFO) -> tuple[str, str]:
     """Return (filesystem type, mount point) of the mount that contains ``path``.
 
-    The path need not exist: its nearest existing ancestor decides. The last matching line
-    wins, because a later mount on the same point hides the earlier one.
+    The path need not exist: its nearest existing ancestor decides. A mount counts only if
+    its device (the major:minor field) is the device the path is on, so a tmpfs that a later
+    mount on a parent folder hides is not mistaken for the filesystem in use. Among those,
+    the longest mount point wins, and the last line for equal ones, because a later mount
+    on the same point hides the earlier one. Without a match the type is "".
     """
     probe = os.path.realpath(path)
     while not os.path.exists(probe) and probe != "/":
         probe = os.path.dirname(probe)
+    device = os.stat(probe).st_dev
+    device_text = f"{os.major(device)}:{os.minor(device)}"
     best = ("", "/")
     best_length = -1
     with open(mountinfo, encoding="utf-8", errors="surrogateescape") as stream:
@@ -37,6 +42,8 @@ def filesystem_type(path: str, mountinfo: str = MOUNTINFO) -> tuple[str, str]:
             left, _, right = line.partition(" - ")
             fields = left.split()
             if len(fields) < 5 or not right:
+                continue
+            if fields[2] != device_text:
                 continue
             mount_point = _unescape(fields[4])
             fstype = right.split()[0]

@@ -140,6 +140,16 @@ def publish(directory: str, files: list[OutputFile], *, dir_mode: int, dir_uid: 
     directory is removed and the previous set stays current.
     """
     _ensure_directory(directory, 0o755)
+    # Leftovers of an interrupted run (or entries someone planted under our reserved names)
+    # go first, so nothing in the way can fail the run after the swap.
+    current = os.readlink(os.path.join(directory, DATA_LINK)) \
+        if os.path.islink(os.path.join(directory, DATA_LINK)) else None
+    remove_stale_entries(directory, keep={DATA_LINK, current} - {None})
+    for item in files:
+        link = os.path.join(directory, item.name)
+        if os.path.lexists(link) and not os.path.islink(link):
+            raise OutputError(f"{link} exists and is not a secret-init link; remove it or "
+                              "choose an empty output directory", secret=item.name)
     version = _version_name()
     version_path = os.path.join(directory, version)
     try:
@@ -178,9 +188,6 @@ def publish(directory: str, files: list[OutputFile], *, dir_mode: int, dir_uid: 
             link = os.path.join(directory, item.name)
             if os.path.islink(link) and os.readlink(link) == f"{DATA_LINK}/{item.name}":
                 continue
-            if os.path.lexists(link) and not os.path.islink(link):
-                raise OutputError(f"{link} exists and is not a secret-init link; remove it or "
-                                  "choose an empty output directory", secret=item.name)
             _replace_symlink(directory, item.name, f"{DATA_LINK}/{item.name}",
                              NAME_LINK_TMP_PREFIX + item.name[:64])
         for name in previous_names - {item.name for item in files}:

@@ -180,7 +180,7 @@ def dotenv_line_value(text: str) -> str:
     return f'"{escaped}"'
 
 
-DOTENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+DOTENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def format_structure(value: Any, fmt: str, spec: SecretSpec, source: str) -> bytes:
@@ -202,7 +202,7 @@ def format_structure(value: Any, fmt: str, spec: SecretSpec, source: str) -> byt
                 raise DataError(f"format dotenv needs flat values, but '{name}' from {source} is "
                                 f"{_kind(item)}; pick it with 'key' or use format json",
                                 secret=spec.name)
-            if not DOTENV_NAME.match(str(name)):
+            if not DOTENV_NAME.fullmatch(str(name)):
                 raise DataError(f"format dotenv needs variable names, but {source} has the key "
                                 f"'{name}'; pick values with 'key' or use format json",
                                 secret=spec.name)

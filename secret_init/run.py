@@ -15,7 +15,7 @@ from .deadline import Deadline
 from .environment import CREDENTIAL_VARIABLES, check_env_value, child_environment, process_environment
 from .errors import ConfigError, KeyNotFoundError, NotFoundError, SecretInitError, StoppedBySignalError
 from .fetch import close_backends, fetch_all
-from .handover import HandOverOptions, hand_over, resolve_command
+from .handover import HandOverOptions, hand_over, preflight_command
 from .manifest import Manifest, SecretSpec, load_manifest
 from .plan import Plan, PlannedSecret, backends_in_use, build_plan
 from .publish import OutputFile, check_memory_filesystem, publish
@@ -185,7 +185,10 @@ def write_all(plan: Plan, rendered: Rendered, *, allow_disk: bool, fake: bool) -
                         mode=planned.mode, uid=planned.uid, gid=planned.gid)
              for planned in plan.secrets
              if planned.name in rendered.content and planned.spec.write]
-    dir_uid, dir_gid = plan.default_owner.uid, plan.default_owner.gid
+    # The version directory stays owned by secret-init's own user, so the application can
+    # read the files but not add, rename or swap entries next to them; its group is the
+    # application's, for a dir_mode such as 0750.
+    dir_uid, dir_gid = os.geteuid(), plan.default_owner.gid
 
     # A developer running --fake without root cannot give files other owners; fake values
     # protect nothing, so write them as the current user instead of failing.
@@ -227,14 +230,16 @@ def command_environment(plan: Plan, rendered: Rendered) -> dict[str, str]:
                              keep=plan.manifest.keep_env, exports=exports)
 
 
-def prepare(options: RunOptions, *, for_command: bool = False) -> tuple[Plan, Rendered, dict[str, str]]:
+def prepare(options: RunOptions, *, plan: Plan | None = None,
+            for_command: bool = False) -> tuple[Plan, Rendered, dict[str, str]]:
     """Run every step up to the hand-over; raise the first failure after logging them all.
 
     With ``for_command``, also build the command's environment, before anything is written,
     so an export that cannot work (a NUL byte, an oversized value) leaves no files behind.
     """
     started = time.monotonic()
-    plan = load_and_plan(options)
+    if plan is None:
+        plan = load_and_plan(options)
     fake = options.fake_path is not None
 
     values = fetch_values(plan, options)
@@ -263,12 +268,12 @@ def prepare(options: RunOptions, *, for_command: bool = False) -> tuple[Plan, Re
 
 
 def run(options: RunOptions, command: list[str]) -> NoReturn:
-    # A mistyped command fails before any secret is fetched or written. It is checked
-    # again, as the application's user, just before the hand-over.
-    resolve_command(command, process_environment())
-    plan, rendered, env = prepare(options, for_command=True)
-    handover = options.handover
+    plan = load_and_plan(options)
     user = options.user or plan.manifest.user
+    # A mistyped or unreachable command fails before any secret is fetched or written.
+    preflight_command(command, process_environment(), user)
+    plan, rendered, env = prepare(options, plan=plan, for_command=True)
+    handover = options.handover
     cleanup = options.cleanup if options.cleanup is not None else plan.manifest.cleanup
     handover = replace(handover, user=user, cleanup_dir=plan.output_dir if cleanup else None)
     # Drop the values this process holds before it becomes (or starts) the application.

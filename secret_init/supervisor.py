@@ -263,41 +263,56 @@ def describe_processes(processes: dict[int, str]) -> str:
     return ", ".join(f"{pid} ({name})" for pid, name in sorted(processes.items()))
 
 
-def remove_tree(path: str) -> None:
-    """Remove a directory tree without following symlinks (shutil costs memory here)."""
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                remove_tree(entry.path)
+def remove_tree_at(parent_fd: int, name: str) -> None:
+    """Remove the directory ``name`` under ``parent_fd`` without ever following a symlink.
+
+    Every step goes through a descriptor opened with O_NOFOLLOW, so an application that
+    swaps a directory for a symlink mid-walk makes this fail instead of sending root into
+    the link's target.
+    """
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=parent_fd)
+    try:
+        with os.scandir(fd) as entries:
+            names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for entry_name, is_dir in names:
+            if is_dir:
+                remove_tree_at(fd, entry_name)
             else:
-                os.unlink(entry.path)
-    os.rmdir(path)
+                os.unlink(entry_name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
 
 
 def remove_published_files(directory: str) -> int:
     """Remove the secret files published in ``directory``; return how many entries went.
 
     The layout is the Kubernetes one: ``..data`` links to a ``..<version>`` directory that
-    contains the files, and each secret ``<name>`` links to ``..data/<name>``. This removes the
-    name links, ``..data`` and every ``..*`` entry (version directories and leftovers of an
-    interrupted swap). Other entries stay, and so does ``directory``, which is usually a
-    mount point.
+    contains the files, and each secret ``<name>`` links to ``..data/<name>``. Only what that
+    layout names is removed: the name links, ``..data`` and the one version directory it
+    points at. Other entries stay (the application may have put them there), and so does
+    ``directory``, which is usually a mount point.
     """
     removed = 0
-    with os.scandir(directory) as scan:
-        entries = list(scan)
-    for entry in entries:
-        if entry.is_symlink() and os.readlink(entry.path).startswith("..data/"):
-            os.unlink(entry.path)
+    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with os.scandir(directory_fd) as scan:
+            links = [entry.name for entry in scan if entry.is_symlink()]
+        for name in links:
+            target = os.readlink(name, dir_fd=directory_fd)
+            if not name.startswith(".") and target.startswith("..data/"):
+                os.unlink(name, dir_fd=directory_fd)
+                removed += 1
+        if "..data" in links:
+            version = os.readlink("..data", dir_fd=directory_fd)
+            os.unlink("..data", dir_fd=directory_fd)
             removed += 1
-    for entry in entries:
-        if not entry.name.startswith(".."):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-        else:
-            os.unlink(entry.path)
-        removed += 1
+            if version.startswith("..") and "/" not in version:
+                remove_tree_at(directory_fd, version)
+                removed += 1
+    finally:
+        os.close(directory_fd)
     return removed
 
 
@@ -339,8 +354,10 @@ class Supervisor:
                           f"{describe_status(self.child_status)}"
                           + (f", exiting with {code} after --remap-exit"
                              if code != exit_code_of(self.child_status) else ""))
-        self.clean_up_files()
+        # Descendants stop first: they may still need the files to shut down, and once
+        # they are gone none of them can race the removal.
         self.terminate_descendants()
+        self.clean_up_files()
         return code
 
     def wait_and_forward(self) -> None:
@@ -415,7 +432,7 @@ class Supervisor:
             self.log.error(f"could not remove the secret files in {directory}: "
                            f"{error.strerror} ({error.filename})")
             return
-        self.log.info(f"removed {removed} secret entries from {directory}")
+        self.log.info(f"removed the published secrets from {directory} ({removed} entries)")
 
     def terminate_descendants(self) -> None:
         """SIGTERM what is left after the main child, wait the grace period, SIGKILL the rest."""

@@ -501,3 +501,89 @@ def test_command_not_found_before_fetch(tmp_path):
     assert "pyhton-no-such-command" in result.stderr
     assert "fetched" not in result.stderr
     assert not output.exists()
+
+
+def test_command_unreachable_for_user_fails_before_fetch(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + "user: \"10001:10001\"\n"
+                                     "secrets:\n  a: {from: dev, key: token}\n")
+    script = tmp_path / "root-only.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o700)
+    output = tmp_path / "out"
+
+    result = run_cli(["-f", MANIFEST, "--output-dir", str(output), "--allow-disk", "--",
+                      str(script)], cwd=tmp_path)
+
+    assert result.code == EX_NOT_EXECUTABLE, result.stderr
+    assert "uid 10001" in result.stderr
+    assert "fetched" not in result.stderr
+    assert not output.exists()
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join(['*' + previous] * 10)}]\n"
+    for previous, name in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("how", ["fake", "file backend"])
+def test_alias_bomb_rejected(tmp_path, how):
+    (tmp_path / "laughs.yaml").write_text(LAUGHS)
+    (tmp_path / MANIFEST).write_text("version: 1\nbackends:\n  dev: {type: file, path: ./laughs.yaml}\n"
+                                     "secrets:\n  a: {from: dev, key: a}\n")
+    extra = ["--fake", "laughs.yaml"] if how == "fake" else []
+
+    result = run_cli(["-f", MANIFEST, "--output-dir", str(tmp_path / "out"), "--allow-disk",
+                      *extra, "fetch"], cwd=tmp_path)
+
+    assert result.code == 65
+    assert "through aliases" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", ['"04400"', '"02750"', '"01777"'])
+def test_special_mode_bits_rejected(tmp_path, mode):
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + f"secrets:\n  a: {{from: dev, key: token, mode: {mode}}}\n")
+
+    result = run_cli(["check", "-f", MANIFEST], cwd=tmp_path)
+
+    assert result.code == 78
+    assert "setuid, setgid or sticky" in result.stderr
+
+
+def test_other_readable_mode_warns(tmp_path):
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + 'secrets:\n  a: {from: dev, key: token, mode: "0644"}\n')
+
+    result = run_cli(["check", "-f", MANIFEST], cwd=tmp_path)
+
+    assert result.code == 0
+    assert "every user in the container" in result.stderr
+
+
+@pytest.mark.parametrize("field, value", [("env", '"APP\\n"'), ("keep_env", '["HOME\\n"]')])
+def test_env_name_with_newline_rejected(tmp_path, field, value):
+    write_dev_files(tmp_path)
+    secret = f"  a: {{from: dev, key: token, env: {value}}}\n" if field == "env" else \
+        "  a: {from: dev, key: token}\n"
+    top = f"keep_env: {value}\n" if field == "keep_env" else ""
+    (tmp_path / MANIFEST).write_text(HEAD + top + "secrets:\n" + secret)
+
+    result = run_cli(["check", "-f", MANIFEST], cwd=tmp_path)
+
+    assert result.code == 78
+    assert "not a valid environment variable name" in result.stderr
+
+
+def test_startup_variable_export_warns(tmp_path):
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + "secrets:\n  a: {from: dev, key: token, env: LD_PRELOAD}\n")
+
+    result = run_cli(["check", "-f", MANIFEST], cwd=tmp_path)
+
+    assert result.code == 0
+    assert "LD_PRELOAD" in result.stderr
+    assert "every program" in result.stderr

@@ -288,3 +288,36 @@ def test_fake_run_without_root_ignores_owners(tmp_path, monkeypatch, caplog):
     assert "written as uid 10005" in caplog.text
     assert {(f.uid, f.gid) for f in published["files"]} == {(10005, 10005)}
     assert (published["dir_uid"], published["dir_gid"]) == (10005, 10005)
+
+
+def test_tmpfs_hidden_by_later_mount_is_rejected(tmp_path):
+    # A tmpfs at base/run/secrets, then a disk folder bind-mounted over base/run: the path
+    # now reaches the disk, although mountinfo still lists the hidden tmpfs.
+    require_mount_namespace()
+    base = tmp_path / "base"
+    (base / "run" / "secrets").mkdir(parents=True)
+    disk = tmp_path / "disk"
+    (disk / "secrets").mkdir(parents=True)
+    script = (f"mount -t tmpfs tmpfs {base}/run/secrets\n"
+              f"mount --bind {disk} {base}/run\n"
+              f"{PYTHON} -c 'from secret_init.mounts import is_memory_filesystem; "
+              f"print(is_memory_filesystem(\"{base}/run/secrets\")[0])'")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+                            capture_output=True, text=True, cwd=ROOT)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_tmpfs_output_is_detected(tmp_path):
+    require_mount_namespace()
+    target = tmp_path / "secrets"
+    target.mkdir()
+    script = (f"mount -t tmpfs tmpfs {target}\n"
+              f"{PYTHON} -c 'from secret_init.mounts import filesystem_type; "
+              f"print(*filesystem_type(\"{target}/sub/file\"))'")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+                            capture_output=True, text=True, cwd=ROOT)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tmpfs", str(target)]

@@ -137,3 +137,33 @@ def test_kill_9_during_writing_keeps_previous_set(tmp_path):
     assert len(leftovers) == 1
     assert read_set(tmp_path) == {999}
     assert kills == len(delays)
+
+
+def test_planted_reserved_names_do_not_break_publish(tmp_path):
+    publish(str(tmp_path), generation_files(1)[:1], dir_mode=0o755,
+            dir_uid=os.geteuid(), dir_gid=os.getegid())
+    # Someone with write access to the folder plants directories under the temporary names.
+    (tmp_path / f"..link_tmp_{NAMES[1]}").mkdir()
+    (tmp_path / f"..link_tmp_{NAMES[1]}" / "file").write_text("x")
+    (tmp_path / "..data_tmp").mkdir()
+
+    publish(str(tmp_path), generation_files(2), dir_mode=0o755,
+            dir_uid=os.geteuid(), dir_gid=os.getegid())
+
+    assert read_set(tmp_path) == {2}
+    assert sorted(e for e in os.listdir(tmp_path) if e.startswith("..") and e != "..data") == \
+        [os.readlink(tmp_path / "..data")]
+
+
+def test_regular_file_in_the_way_fails_before_swap(tmp_path):
+    publish(str(tmp_path), generation_files(1)[:1], dir_mode=0o755,
+            dir_uid=os.geteuid(), dir_gid=os.getegid())
+    before = os.readlink(tmp_path / "..data")
+    (tmp_path / NAMES[1]).write_text("not ours")
+
+    with pytest.raises(Exception) as caught:
+        publish(str(tmp_path), generation_files(2), dir_mode=0o755,
+                dir_uid=os.geteuid(), dir_gid=os.getegid())
+
+    assert str(tmp_path / NAMES[1]) in str(caught.value)
+    assert os.readlink(tmp_path / "..data") == before

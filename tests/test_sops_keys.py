@@ -282,11 +282,14 @@ def test_kms_key_with_context(moto, tmp_path):
     path = write(tmp_path, writer.yaml(TREE))
     moto.requests.clear()
 
-    result = fetch(make_backend(environ=kms_environ(moto, tmp_path)), {"file": str(path)})
+    backend = make_backend(environ=kms_environ(moto, tmp_path))
+    result = fetch(backend, {"file": str(path)})
 
     assert isinstance(result, Fetched), result
     assert result.value == TREE
     assert moto.requests.count("Decrypt") == 1
+    # The keys botocore used are removed from the application's environment.
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= backend.consumed_environment()
 
 
 def test_kms_changed_context_is_denied(moto, tmp_path):

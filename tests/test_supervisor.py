@@ -470,3 +470,42 @@ def test_remove_published_files_keeps_other_entries(tmp_path):
     assert supervisor.remove_published_files(str(out)) == 4
     assert sorted(os.listdir(out)) == ["elsewhere", "unrelated.txt"]
     assert stat.S_ISDIR(out.stat().st_mode)
+
+
+def test_cleanup_never_leaves_output_dir(tmp_path):
+    from secret_init.supervisor import remove_published_files
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "shadow").write_text("root only")
+    output = tmp_path / "out"
+    version = output / "..2026_01_01_00_00_00.000000001.1"
+    version.mkdir(parents=True)
+    (version / "db_password").write_text("pw")
+    (version / "planted").symlink_to(victim)  # the application swapped a folder for a link
+    (output / "..data").symlink_to(version.name)
+    (output / "db_password").symlink_to("..data/db_password")
+    (output / "..app-owned").mkdir()  # not part of the layout: the application's own
+    (output / "notes").symlink_to(victim / "shadow")
+
+    remove_published_files(str(output))
+
+    assert (victim / "shadow").read_text() == "root only"
+    assert sorted(os.listdir(output)) == ["..app-owned", "notes"]
+
+
+def test_cleanup_refuses_version_dir_swapped_for_link(tmp_path):
+    from secret_init.supervisor import remove_published_files
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("x")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "..2026_01_01").symlink_to(victim)
+    (output / "..data").symlink_to("..2026_01_01")
+
+    with pytest.raises(OSError):
+        remove_published_files(str(output))
+
+    assert (victim / "keep").read_text() == "x"

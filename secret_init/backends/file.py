@@ -57,6 +57,45 @@ def read_bytes(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
+# Nodes a YAML document may expand to through aliases: far above any real secrets file,
+# far below what a "billion laughs" document asks for.
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _load_yaml_bounded(text: str, path: Path) -> Any:
+    """Load YAML safely, rejecting documents whose aliases expand beyond MAX_EXPANDED_NODES."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def expanded(current: yaml.Node) -> int:
+            # Aliases reuse the anchored node object, so each distinct node is counted once
+            # and its size reused wherever an alias points at it.
+            if id(current) in sizes:
+                return sizes[id(current)]
+            sizes[id(current)] = 1  # a cycle counts once instead of recursing forever
+            total = 1
+            if isinstance(current, yaml.SequenceNode):
+                total += sum(expanded(item) for item in current.value)
+            elif isinstance(current, yaml.MappingNode):
+                total += sum(expanded(k) + expanded(v) for k, v in current.value)
+            if total > MAX_EXPANDED_NODES:
+                raise DataError(f"{path} expands to more than {MAX_EXPANDED_NODES} YAML nodes "
+                                "through aliases; remove the aliases that repeat large parts")
+            sizes[id(current)] = total
+            return total
+
+        expanded(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_document(data: bytes, path: Path, document_format: str) -> Any:
     """Parse a YAML or JSON secrets document without echoing its content in errors."""
     import yaml
@@ -75,7 +114,7 @@ def parse_document(data: bytes, path: Path, document_format: str) -> Any:
             raise DataError(f"{path} is not valid JSON: {error.msg} at line {error.lineno} "
                             f"column {error.colno}") from None
     try:
-        return yaml.safe_load(text)
+        return _load_yaml_bounded(text, path)
     except yaml.MarkedYAMLError as error:
         # Only the position: PyYAML's problem text quotes aliases, tags and context lines,
         # and any of them may be a secret value.

@@ -304,6 +304,10 @@ def decrypt_kms(key: MasterKey, context: KeyContext) -> bytes:
     encryption_context = {str(k): str(v) for k, v in (key.fields.get("context") or {}).items()}
 
     environ = context.environ
+    # botocore reads these from the environment; like the AWS backends, hide them from the app.
+    from ..aws.session import consumed_variables
+
+    context.consumed.update(consumed_variables(environ))
     timeout = max(MIN_COMMAND_SECONDS, context.deadline.remaining())
     config = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout,
                                     retries={"mode": "standard", "max_attempts": 3})

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ... import redact
 from ...deadline import Deadline
 from ...errors import CredentialsError, os_reason
 from .client import VaultConnection
@@ -107,6 +108,7 @@ def authenticate(connection: VaultConnection, auth: AuthSettings, environ: Mappi
     client = connection.client
     if auth.method == "token":
         token, source = _supplied_token(auth, environ)
+        redact.register(token)
         client.token = token
         connection.token_source = source
         return Session(from_login=False)
@@ -114,6 +116,9 @@ def authenticate(connection: VaultConnection, auth: AuthSettings, environ: Mappi
     action = f"{auth.method} login at auth/{auth.mount}"
     if auth.method == "approle":
         role_id, secret_id = _approle_credentials(auth, environ)
+        # Credentials are masked in logs too: a proxy's error page may echo a request.
+        redact.register(role_id)
+        redact.register(secret_id)
         response: Any = connection.call(
             action, lambda: client.auth.approle.login(role_id=role_id, secret_id=secret_id,
                                                      mount_point=auth.mount, use_token=False),
@@ -121,6 +126,7 @@ def authenticate(connection: VaultConnection, auth: AuthSettings, environ: Mappi
     elif auth.method == "kubernetes":
         assert auth.token_path is not None and auth.role is not None
         jwt = read_credential_file(auth.token_path, "Kubernetes service account token")
+        redact.register(jwt)
         response = connection.call(
             action, lambda: client.auth.kubernetes.login(role=auth.role, jwt=jwt,
                                                         mount_point=auth.mount, use_token=False),
@@ -134,6 +140,7 @@ def authenticate(connection: VaultConnection, auth: AuthSettings, environ: Mappi
             if not jwt:
                 raise CredentialsError(f"JWT login: the variable {auth.token_env} named by "
                                        "auth.token_env is empty or not set")
+        redact.register(jwt)
         response = connection.call(
             action, lambda: client.auth.jwt.jwt_login(role=auth.role, jwt=jwt, path=auth.mount,
                                                     use_token=False),
@@ -144,6 +151,7 @@ def authenticate(connection: VaultConnection, auth: AuthSettings, environ: Mappi
         raise CredentialsError(f"{action}: Vault's response contains no token (auth.client_token); "
                                "is the mount an auth method of that type?")
     client.token = login_auth["client_token"]
+    redact.register(client.token)
     connection.token_source = f"the token from the {action}"
     session = Session(from_login=True, accessor=login_auth.get("accessor"),
                       lease_seconds=login_auth.get("lease_duration"))

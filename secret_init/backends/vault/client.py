@@ -154,7 +154,8 @@ def vault_message(error: hvac.exceptions.VaultError) -> str:
     if not text:
         return "no error message"
     # A non-JSON body comes from something in front of Vault (a proxy or load balancer).
-    return f"non-JSON response: {text[:MAX_QUOTED_BODY]}"
+    # One line, so a body cannot forge log lines.
+    return f"non-JSON response: {' '.join(text[:MAX_QUOTED_BODY].split())}"
 
 
 def is_invalid_token_message(message: str) -> bool:
