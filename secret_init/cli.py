@@ -63,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("subcommand", nargs="?", choices=SUBCOMMANDS, metavar="SUBCOMMAND",
                         help="run (default), check, plan or fetch")
+
     parser.add_argument("--version", action="version", version=f"secret-init {__version__}")
     parser.add_argument("-f", "--manifest", metavar="FILE",
                         help=f"manifest file [SECRET_INIT_MANIFEST, default {DEFAULT_MANIFEST}]")
+
     parser.add_argument("--fake", metavar="FILE",
                         help="serve every secret from FILE, a mapping of secret name to value, "
                              "instead of the backends (local development) [SECRET_INIT_FAKE]")
@@ -73,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the secrets here instead of output.dir [SECRET_INIT_OUTPUT_DIR]")
     parser.add_argument("--allow-disk", action="store_true", default=None,
                         help="allow an output directory that is not tmpfs or ramfs [SECRET_INIT_ALLOW_DISK]")
+
     parser.add_argument("--timeout", metavar="SECONDS",
                         help="deadline for the whole fetch phase, default 60 [SECRET_INIT_TIMEOUT]")
     parser.add_argument("--log-level", choices=logsetup.LOG_LEVELS,
                         help="log level, default info [SECRET_INIT_LOG_LEVEL]")
     parser.add_argument("--log-format", choices=logsetup.LOG_FORMATS,
                         help="text (default) or json lines [SECRET_INIT_LOG_FORMAT]")
+
     init = parser.add_argument_group("starting the command")
     mode = init.add_mutually_exclusive_group()
     mode.add_argument("--init", dest="mode", action="store_const", const="init",
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "[SECRET_INIT_MODE=init]")
     mode.add_argument("--no-init", dest="mode", action="store_const", const="exec",
                       help="exec COMMAND even as PID 1 (another init runs) [SECRET_INIT_MODE=exec]")
+
     init.add_argument("--subreaper", action="store_true", default=None,
                       help="when supervising outside PID 1, adopt orphaned descendants "
                            "[SECRET_INIT_SUBREAPER]")
@@ -101,11 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--remap-exit", metavar="FROM:TO", action="append",
                       help="exit with TO when the command exits with FROM; repeatable "
                            "[SECRET_INIT_REMAP_EXIT, comma-separated]")
+
     init.add_argument("--user", metavar="NAME|UID[:GID]",
                       help="run COMMAND as this user; files default to it as owner [SECRET_INIT_USER]")
     init.add_argument("--cleanup", action="store_true", default=None,
                       help="remove the secret files when the command exits (supervise mode) "
                            "[SECRET_INIT_CLEANUP]")
+
     return parser
 
 

@@ -1,8 +1,9 @@
 """Typed, located reading of one manifest mapping.
 
-Both the core and every backend read their part of the manifest through ``Fields``: each
-accessor checks the type, reports errors at the value's line and column, and ``finish``
-rejects keys nobody read, so a typo such as ``verison`` is an error, not a silent default.
+Both the core and every backend read their part of the manifest through ``Fields``. Each
+accessor checks the type and reports errors at the value's line and column, and ``finish``
+rejects keys that no accessor read, so a typo such as ``verison`` is an error, not a
+silent default.
 """
 
 from __future__ import annotations

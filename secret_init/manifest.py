@@ -2,7 +2,7 @@
 
 The manifest names the secrets a container needs, where each comes from and how its file
 is written. Every field is checked here, offline, with errors that point at the file, line
-and column; backends check their own fields through the same ``Fields`` reader.
+and column. Backends check their own fields through the same ``Fields`` reader.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ MAX_NAME_BYTES = 255
 FORMATS = ("json", "yaml", "dotenv", "raw")
 ENCODINGS = ("base64",)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Variables that change how every program in the container starts or finds its code; a
+# Variables that change how every program in the container starts or finds its code. A
 # secret exported under one of these names is almost always a mistake.
 STARTUP_VARIABLES = re.compile(r"LD_[A-Z_]+|PATH|PYTHON(PATH|HOME|STARTUP)|NODE_OPTIONS|"
                                r"JAVA_TOOL_OPTIONS|PERL5LIB|RUBYOPT|BASH_ENV|ENV")
@@ -51,7 +51,7 @@ GENERIC_SECRET_FIELDS = ("from", "key", "optional", "format", "encoding", "templ
 
 @dataclass
 class OutputSpec:
-    """Where and how the secret files are written."""
+    """Output settings: the directory and the default mode and owner of the secret files."""
 
     dir: str = DEFAULT_OUTPUT_DIR
     mode: int = DEFAULT_FILE_MODE
@@ -114,7 +114,7 @@ class Manifest:
 
 
 def read_manifest_text(path: str) -> str:
-    """Read the manifest file, with errors that say which file and how to point at another."""
+    """Read the manifest file, with errors that name the file and how to choose another."""
     try:
         with open(path, "rb") as stream:
             data = stream.read(MAX_MANIFEST_BYTES + 1)

@@ -149,7 +149,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _yaml_dumper() -> type:
-    """A safe dumper that writes timestamps as RFC 3339 (2031-01-01T00:00:00Z), as sops does."""
+    """Return a safe dumper that writes timestamps as RFC 3339 (2031-01-01T00:00:00Z), as sops does."""
     import yaml
 
     class Dumper(yaml.SafeDumper):

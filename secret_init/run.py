@@ -186,7 +186,7 @@ def write_all(plan: Plan, rendered: Rendered, *, allow_disk: bool, fake: bool) -
              for planned in plan.secrets
              if planned.name in rendered.content and planned.spec.write]
     # The version directory stays owned by secret-init's own user, so the application can
-    # read the files but not add, rename or swap entries next to them; its group is the
+    # read the files but not add, rename or swap entries next to them. Its group is the
     # application's, for a dir_mode such as 0750.
     dir_uid, dir_gid = os.geteuid(), plan.default_owner.gid
 
@@ -276,7 +276,7 @@ def run(options: RunOptions, command: list[str]) -> NoReturn:
     handover = options.handover
     cleanup = options.cleanup if options.cleanup is not None else plan.manifest.cleanup
     handover = replace(handover, user=user, cleanup_dir=plan.output_dir if cleanup else None)
-    # Drop the values this process holds before it becomes (or starts) the application.
+    # Drop this process's reference to the values before it becomes (or starts) the application.
     del rendered
     hand_over(command, env, handover)
 
