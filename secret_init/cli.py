@@ -60,6 +60,8 @@ def _env_flag(name: str) -> bool | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secret-init", description=DESCRIPTION, epilog=EXIT_CODES,
+        usage="%(prog)s [options] -- COMMAND [ARGS...]\n"
+              "       %(prog)s [options] {check,plan,fetch}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("subcommand", nargs="?", choices=SUBCOMMANDS, metavar="SUBCOMMAND",
                         help="run (default), check, plan or fetch")
