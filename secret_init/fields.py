@@ -46,6 +46,9 @@ def parse_mode(value: Any, source: str | None = None) -> int:
     if not text.startswith("0"):
         raise ValueError(f"\"{value}\" has no leading 0; write octal modes as \"0{text}\"")
     mode = int(digits, 8)
+    if mode & 0o002:
+        raise ValueError(f"\"{value}\" lets every user in the container replace the content; "
+                         "drop the last digit's write bit, such as \"0440\"")
     if mode > 0o777:
         raise ValueError(f"\"{value}\" sets setuid, setgid or sticky bits, which a secret "
                          "file never needs; use permission bits only, such as \"0440\"")

@@ -342,7 +342,7 @@ def _check_exports(section: Fields, secrets: list[SecretSpec]) -> None:
             if not ENV_NAME.fullmatch(variable):
                 raise entry.error(field_name, f"'{variable}' is not a valid environment variable "
                                               "name (letters, digits and '_', not starting with a digit)")
-            if field_name == "env" and STARTUP_VARIABLES.fullmatch(variable):
+            if STARTUP_VARIABLES.fullmatch(variable):
                 log.warning("%s: secret '%s' is exported as %s, which changes how every "
                             "program the command starts behaves; use another name unless "
                             "that is intended", section.file, spec.name, variable)

@@ -285,6 +285,31 @@ def remove_tree_at(parent_fd: int, name: str) -> None:
     os.rmdir(name, dir_fd=parent_fd)
 
 
+# The version directory names that secret-init's publish step creates:
+# ..YYYY_MM_DD_HH_MM_SS.NANOSECONDS.PID
+VERSION_NAME_PATTERN = r"\.\.\d{4}(_\d\d){5}\.\d{9}\.\d+"
+
+
+def is_own_version_directory(directory_fd: int, name: str) -> bool:
+    """Tell whether ``name`` is a version directory this process's user published.
+
+    ``..data`` may have been rewritten by the application (a Kubernetes emptyDir is 0777),
+    so its target is trusted only if it has the version name pattern and is a real
+    directory owned by this user, which the application cannot create.
+    """
+    # Imported here: cleanup runs once at exit, and the waiting supervisor stays small.
+    import re
+    import stat
+
+    if not re.fullmatch(VERSION_NAME_PATTERN, name):
+        return False
+    try:
+        info = os.stat(name, dir_fd=directory_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+
+
 def remove_published_files(directory: str) -> int:
     """Remove the secret files published in ``directory``; return how many entries went.
 
@@ -308,7 +333,7 @@ def remove_published_files(directory: str) -> int:
             version = os.readlink("..data", dir_fd=directory_fd)
             os.unlink("..data", dir_fd=directory_fd)
             removed += 1
-            if version.startswith("..") and "/" not in version:
+            if is_own_version_directory(directory_fd, version):
                 remove_tree_at(directory_fd, version)
                 removed += 1
     finally:

@@ -543,7 +543,7 @@ def test_alias_bomb_rejected(tmp_path, how):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("mode", ['"04400"', '"02750"', '"01777"'])
+@pytest.mark.parametrize("mode", ['"04400"', '"02750"', '"01770"'])
 def test_special_mode_bits_rejected(tmp_path, mode):
     write_dev_files(tmp_path)
     (tmp_path / MANIFEST).write_text(HEAD + f"secrets:\n  a: {{from: dev, key: token, mode: {mode}}}\n")
@@ -587,3 +587,30 @@ def test_startup_variable_export_warns(tmp_path):
     assert result.code == 0
     assert "LD_PRELOAD" in result.stderr
     assert "every program" in result.stderr
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("self.yaml", "a: &a [1, *a]\n", "cannot contain itself"),
+    ("deep.yaml", "a: " + "[" * 3000 + "]" * 3000 + "\n", "nests too deeply"),
+    ("deep.json", '{"a": ' + "[" * 100000 + "]" * 100000 + "}", "nests too deeply"),
+], ids=["self alias", "deep yaml", "deep json"])
+def test_hostile_document_is_data_error(tmp_path, name, content, fragment):
+    (tmp_path / name).write_text(content)
+    (tmp_path / MANIFEST).write_text(f"version: 1\nbackends:\n  dev: {{type: file, path: ./{name}}}\n"
+                                     "secrets:\n  a: {from: dev, key: a}\n")
+
+    result = run_cli(["-f", MANIFEST, "--output-dir", str(tmp_path / "out"), "--allow-disk",
+                      "fetch"], cwd=tmp_path)
+
+    assert result.code == 65, result.stderr
+    assert fragment in result.stderr
+
+
+def test_other_writable_mode_rejected(tmp_path):
+    write_dev_files(tmp_path)
+    (tmp_path / MANIFEST).write_text(HEAD + 'secrets:\n  a: {from: dev, key: token, mode: "0602"}\n')
+
+    result = run_cli(["check", "-f", MANIFEST], cwd=tmp_path)
+
+    assert result.code == 78
+    assert "replace the content" in result.stderr

@@ -354,7 +354,7 @@ def test_unknown_binary_format_at_execve_exits_126(tmp_path, options):
 def make_published_dir(directory: Path) -> None:
     """Lay out secret files as the publisher does: name -> ..data/name, ..data -> ..v1."""
     directory.mkdir()
-    version = directory / "..2024_01_01_00_00_00.000001"
+    version = directory / "..2024_01_01_00_00_00.000000001.7"
     version.mkdir()
     (version / "db-password").write_text("hunter2\n")
     (version / "nested").mkdir()
@@ -502,10 +502,46 @@ def test_cleanup_refuses_version_dir_swapped_for_link(tmp_path):
     (victim / "keep").write_text("x")
     output = tmp_path / "out"
     output.mkdir()
-    (output / "..2026_01_01").symlink_to(victim)
-    (output / "..data").symlink_to("..2026_01_01")
+    (output / "..2026_01_01_00_00_00.000000001.1").symlink_to(victim)
+    (output / "..data").symlink_to("..2026_01_01_00_00_00.000000001.1")
 
-    with pytest.raises(OSError):
-        remove_published_files(str(output))
+    remove_published_files(str(output))
 
     assert (victim / "keep").read_text() == "x"
+
+
+@pytest.mark.parametrize("target", ["..", ".", "..2026_01_01_00_00_00.000000001.1",
+                                    "..app-made"])
+def test_cleanup_ignores_rewritten_data_link(tmp_path, target):
+    from secret_init.supervisor import remove_published_files
+
+    parent = tmp_path / "parent"
+    output = parent / "secrets"
+    output.mkdir(parents=True)
+    (parent / "victim").write_text("keep")
+    if target.startswith("..2") or target == "..app-made":
+        # A directory with a version-like name that the application, not root, owns.
+        (output / target).mkdir()
+        (output / target / "file").write_text("keep")
+        os.chown(output / target, 10001, 10001)
+    (output / "..data").symlink_to(target)
+
+    remove_published_files(str(output))
+
+    assert (parent / "victim").read_text() == "keep"
+    assert output.is_dir()
+    if target.startswith("..2") or target == "..app-made":
+        assert (output / target / "file").read_text() == "keep"
+
+
+def test_cleanup_removes_own_version_directory(tmp_path):
+    from secret_init.supervisor import remove_published_files
+
+    version = "..2026_01_01_00_00_00.000000001.1"
+    (tmp_path / version).mkdir()
+    (tmp_path / version / "a").write_text("secret")
+    (tmp_path / "..data").symlink_to(version)
+    (tmp_path / "a").symlink_to("..data/a")
+
+    assert remove_published_files(str(tmp_path)) == 3
+    assert os.listdir(tmp_path) == []

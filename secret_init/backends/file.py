@@ -73,12 +73,17 @@ def _load_yaml_bounded(text: str, path: Path) -> Any:
             return None
         sizes: dict[int, int] = {}
 
+        visiting: set[int] = set()
+
         def expanded(current: yaml.Node) -> int:
             # Aliases reuse the anchored node object, so each distinct node is counted once
             # and its size reused wherever an alias points at it.
+            if id(current) in visiting:
+                raise DataError(f"{path} has an alias inside the value it refers to; a secrets "
+                                "document cannot contain itself")
             if id(current) in sizes:
                 return sizes[id(current)]
-            sizes[id(current)] = 1  # a cycle counts once instead of recursing forever
+            visiting.add(id(current))
             total = 1
             if isinstance(current, yaml.SequenceNode):
                 total += sum(expanded(item) for item in current.value)
@@ -87,11 +92,15 @@ def _load_yaml_bounded(text: str, path: Path) -> Any:
             if total > MAX_EXPANDED_NODES:
                 raise DataError(f"{path} expands to more than {MAX_EXPANDED_NODES} YAML nodes "
                                 "through aliases; remove the aliases that repeat large parts")
+            visiting.discard(id(current))
             sizes[id(current)] = total
             return total
 
         expanded(node)
         return loader.construct_document(node)
+    except RecursionError:
+        raise DataError(f"{path} nests too deeply or an alias refers to its own parent; "
+                        "flatten the document") from None
     finally:
         loader.dispose()
 
@@ -113,6 +122,8 @@ def parse_document(data: bytes, path: Path, document_format: str) -> Any:
             # The library message quotes no content, only the position.
             raise DataError(f"{path} is not valid JSON: {error.msg} at line {error.lineno} "
                             f"column {error.colno}") from None
+        except RecursionError:
+            raise DataError(f"{path} nests too deeply; flatten the document") from None
     try:
         return _load_yaml_bounded(text, path)
     except yaml.MarkedYAMLError as error:

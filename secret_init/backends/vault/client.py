@@ -148,7 +148,7 @@ def vault_message(error: hvac.exceptions.VaultError) -> str:
     if error.json is not None:
         warnings_list = error.json.get("warnings") if isinstance(error.json, dict) else None
         if warnings_list:
-            return "; ".join(str(item) for item in warnings_list)
+            return "; ".join(" ".join(str(item).split()) for item in warnings_list)
         return "no error message"
     text = (error.text or "").strip()
     if not text:
