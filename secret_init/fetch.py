@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 from . import redact
 from .backends import require_installed
@@ -25,6 +27,22 @@ class FetchResult:
 
     values: dict[Reference, Fetched | SecretInitError]
     milliseconds: dict[str, int]
+
+
+def start_without_signals(threads: Iterable[threading.Thread]) -> None:
+    """Start ``threads`` with every signal blocked in them, so only the main thread takes signals.
+
+    The kernel may deliver a process signal to any thread that does not block it. A SIGTERM
+    taken by a fetch thread would wait for the main thread's next check, which may be the
+    end of the deadline, and one taken in the hand-over's fork window would be lost. Threads
+    inherit the mask of the thread that starts them, and so do the pools they start.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        for thread in threads:
+            thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _fetch_backend(backend: Backend, references: list[Reference],
@@ -74,8 +92,7 @@ def fetch_all(backends: dict[str, Backend], references: dict[str, list[Reference
     threads = {name: threading.Thread(target=run, args=(name, refs), daemon=True,
                                       name=f"fetch-{name}")
                for name, refs in references.items()}
-    for thread in threads.values():
-        thread.start()
+    start_without_signals(threads.values())
     for thread in threads.values():
         thread.join(max(0.0, deadline.remaining()) + 0.5)
 
@@ -88,14 +105,17 @@ def fetch_all(backends: dict[str, Backend], references: dict[str, list[Reference
                 values.setdefault(reference, DeadlineExceededError(
                     f"backend '{name}' did not respond within the {deadline.seconds:g} s deadline "
                     f"for {reference.describe()}; raise 'timeout' or check the backend"))
-        values = dict(values)
+        # Copies under a new name: ``run`` refers to ``values`` and ``milliseconds`` by name,
+        # so a backend that answers after the deadline writes only into the originals.
+        final_values = dict(values)
+        final_milliseconds = dict(milliseconds)
 
     for name, refs in references.items():
         for reference in refs:
-            if reference not in values:
-                values[reference] = SecretInitError(
+            if reference not in final_values:
+                final_values[reference] = SecretInitError(
                     f"backend '{name}' returned no result for {reference.describe()}")
-    return FetchResult(values=values, milliseconds=milliseconds)
+    return FetchResult(values=final_values, milliseconds=final_milliseconds)
 
 
 def close_backends(backends: dict[str, Backend]) -> None:
@@ -108,8 +128,7 @@ def close_backends(backends: dict[str, Backend]) -> None:
 
     threads = [threading.Thread(target=close, args=(name, backend), daemon=True)
                for name, backend in backends.items()]
-    for thread in threads:
-        thread.start()
+    start_without_signals(threads)
     end = time.monotonic() + CLOSE_TIMEOUT_SECONDS
     for thread in threads:
         thread.join(max(0.0, end - time.monotonic()))

@@ -160,9 +160,7 @@ def _check_executable(name: str, path: str) -> str | None:
     """Return ``path`` when it can be executed, None when absent; raise 126 when it is blocked."""
     try:
         info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except PermissionError as error:
         # A folder on the way is not searchable for this user: the file may exist, but this
@@ -285,8 +283,9 @@ def supervise(command: list[str], env: dict[str, str], account: Account | None,
     # Block every signal before fork: the child unblocks after it resets its dispositions,
     # and this process keeps them blocked across execve into the supervisor, which takes
     # them with sigtimedwait. A signal that arrives in between stays pending for it.
-    # NOTE: the mask is per thread. If other threads of this process still run, one of
-    # them can take a process-directed signal in this window, and it is then lost.
+    # NOTE: the mask is per thread. The fetch threads start with every signal blocked, so
+    # only this thread takes one here; a thread started some other way could take a signal
+    # in this window, and it would then be lost.
     signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.WAITED_SIGNALS)
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()

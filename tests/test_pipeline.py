@@ -321,3 +321,21 @@ def test_tmpfs_output_is_detected(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["tmpfs", str(target)]
+
+
+def test_fetch_threads_block_every_signal(tmp_path):
+    # A signal taken by a fetch thread would wait for the main thread's next check, up to
+    # the deadline; only the main thread may take them.
+    import signal
+    import threading
+
+    from secret_init.fetch import start_without_signals
+
+    seen = {}
+    thread = threading.Thread(target=lambda: seen.update(mask=signal.pthread_sigmask(
+        signal.SIG_BLOCK, [])))
+    start_without_signals([thread])
+    thread.join()
+
+    assert {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1} <= seen["mask"]
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
