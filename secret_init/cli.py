@@ -50,9 +50,10 @@ def _env_flag(name: str) -> bool | None:
     value = os.environ.get(f"SECRET_INIT_{name}")
     if value is None:
         return None
-    if value.strip().lower() in TRUE_WORDS:
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
         return True
-    if value.strip().lower() in FALSE_WORDS:
+    if word in FALSE_WORDS:
         return False
     raise UsageError(f"SECRET_INIT_{name}={value!r} is not a boolean; use true or false")
 
@@ -140,7 +141,7 @@ def _duration_option(value: str | None, name: str, option: str) -> float | None:
 
 def _remap_exit(values: list[str] | None) -> dict[int, int]:
     items = list(values or [])
-    if not items and _env("REMAP_EXIT"):
+    if not items:
         items = [part for part in (_env("REMAP_EXIT") or "").split(",") if part.strip()]
     mapping: dict[int, int] = {}
     for item in items:

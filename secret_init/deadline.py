@@ -24,7 +24,7 @@ class Deadline:
         return cls(time.monotonic() + seconds, seconds)
 
     def remaining(self) -> float:
-        """Seconds left, never negative."""
+        """Return the seconds left, never negative."""
         return max(0.0, self.expires_at - time.monotonic())
 
     def expired(self) -> bool:

@@ -51,8 +51,10 @@ class _Loader(yaml.SafeLoader):
 # has no CSafeLoader, and then the pure-Python loader parses alone.
 _FastLoader: type | None = None
 if hasattr(yaml, "CSafeLoader"):
-    class _FastLoader(yaml.CSafeLoader):  # type: ignore[no-redef]
+    class _LibyamlLoader(yaml.CSafeLoader):
         file_name = "<manifest>"
+
+    _FastLoader = _LibyamlLoader
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedMap:

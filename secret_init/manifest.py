@@ -18,7 +18,7 @@ from .backends import backend_class
 from .backends.base import Backend, BackendContext, KeyPath, Reference
 from .errors import ConfigError, ManifestError, NotFoundError, os_reason
 from .fields import Fields
-from .located import LocatedList, load_located_yaml
+from .located import load_located_yaml
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,9 @@ def load_manifest(path: str) -> Manifest:
             raise top.error("keep_env", f"'{name}' is not a valid environment variable name")
 
     context = BackendContext(manifest_dir=Path(path).resolve().parent)
-    backends = _read_backends(top.fields("backends"), context, path)
+    backends = _read_backends(top.fields("backends"), context)
     context.backends = backends
-    secrets = _read_secrets(top, backends, path)
+    secrets = _read_secrets(top, backends)
     top.finish()
 
     return Manifest(path=path, output=output, backends=backends, secrets=secrets,
@@ -193,7 +193,7 @@ def _read_output(output: Fields | None) -> OutputSpec:
     return spec
 
 
-def _read_backends(section: Fields | None, context: BackendContext, path: str) -> dict[str, Backend]:
+def _read_backends(section: Fields | None, context: BackendContext) -> dict[str, Backend]:
     backends: dict[str, Backend] = {}
     if section is None:
         return backends
@@ -214,7 +214,7 @@ def _read_backends(section: Fields | None, context: BackendContext, path: str) -
     return backends
 
 
-def _read_secrets(top: Fields, backends: dict[str, Backend], path: str) -> list[SecretSpec]:
+def _read_secrets(top: Fields, backends: dict[str, Backend]) -> list[SecretSpec]:
     if top.has("secrets") and top.mapping["secrets"] is None:
         raise top.error("secrets", "no secrets are listed; add at least one entry under 'secrets:'")
     section = top.fields("secrets", required=True)
@@ -227,7 +227,7 @@ def _read_secrets(top: Fields, backends: dict[str, Backend], path: str) -> list[
         _check_name(section, name)
         entry = section.fields(str(name), required=True)
         assert entry is not None
-        secrets.append(_read_secret(str(name), entry, backends, section))
+        secrets.append(_read_secret(str(name), entry, backends))
     section.finish()
 
     _check_exports(section, secrets)
@@ -275,7 +275,7 @@ def _read_key(entry: Fields) -> KeyPath | None:
     return parts
 
 
-def _read_secret(name: str, entry: Fields, backends: dict[str, Backend], section: Fields) -> SecretSpec:
+def _read_secret(name: str, entry: Fields, backends: dict[str, Backend]) -> SecretSpec:
     spec = SecretSpec(name=name, file=entry.file)
     spec.position = getattr(entry.mapping, "position", None)
     spec.field_positions = dict(getattr(entry.mapping, "value_positions", {}))
@@ -360,4 +360,4 @@ def key_path_text(key: KeyPath) -> str:
 
 
 __all__ = ["Manifest", "OutputSpec", "SecretSpec", "load_manifest", "key_path_text",
-           "DEFAULT_MANIFEST", "LocatedList"]
+           "DEFAULT_MANIFEST"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-
 from typing import Callable, TypeVar
 
 from .backends.base import Backend, Reference
@@ -46,7 +45,6 @@ class Plan:
     templates: list[SecretSpec]
     # Distinct references per backend name: each is fetched once however many secrets use it.
     references: dict[str, list[Reference]] = field(default_factory=dict)
-    run_as: Account | None = None
     # Owner of the version directory and of files that set no owner of their own.
     default_owner: Account | None = None
 
@@ -107,8 +105,7 @@ def build_plan(manifest: Manifest, *, output_dir: str | None = None,
         raise spec.error("template", error.message) from None
 
     return Plan(manifest=manifest, output_dir=directory, secrets=planned, templates=templates,
-                references=dict(references), run_as=run_as,
-                default_owner=default_owner)
+                references=dict(references), default_owner=default_owner)
 
 
 def _located(make_error: Callable[[str], ManifestError] | None, resolve: Callable[..., T],

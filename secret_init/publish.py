@@ -142,8 +142,8 @@ def publish(directory: str, files: list[OutputFile], *, dir_mode: int, dir_uid: 
     _ensure_directory(directory, 0o755)
     # Leftovers of an interrupted run (or entries someone planted under our reserved names)
     # go first, so nothing in the way can fail the run after the swap.
-    current = os.readlink(os.path.join(directory, DATA_LINK)) \
-        if os.path.islink(os.path.join(directory, DATA_LINK)) else None
+    data_link = os.path.join(directory, DATA_LINK)
+    current = os.readlink(data_link) if os.path.islink(data_link) else None
     remove_stale_entries(directory, keep={DATA_LINK, current} - {None})
     for item in files:
         link = os.path.join(directory, item.name)
@@ -204,7 +204,7 @@ def publish(directory: str, files: list[OutputFile], *, dir_mode: int, dir_uid: 
 
 
 def _current_names(directory: str) -> set[str]:
-    """Names of the links that point into ..data, from an earlier publish."""
+    """Return the names of the links that point into ..data, from an earlier publish."""
     names = set()
     for entry in os.listdir(directory):
         path = os.path.join(directory, entry)

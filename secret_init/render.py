@@ -235,7 +235,7 @@ def render_value(fetched: Fetched, spec: SecretSpec, source: str) -> bytes:
     if isinstance(value, (Mapping, list)):
         fmt = spec.format or ("json" if spec.key is not None else None) or fetched.document_format or "json"
         if fmt in ("ini", "dotenv") and spec.format is None and spec.key is None:
-            return _emit_document(value, fmt, spec, source)
+            return _emit_document(value, fmt)
         if fmt not in ("json", "yaml", "dotenv", "raw"):
             fmt = "json"
         return format_structure(value, fmt, spec, source)
@@ -244,7 +244,7 @@ def render_value(fetched: Fetched, spec: SecretSpec, source: str) -> bytes:
     return scalar_text(value).encode("utf-8")
 
 
-def _emit_document(value: Any, fmt: str, spec: SecretSpec, source: str) -> bytes:
+def _emit_document(value: Any, fmt: str) -> bytes:
     """Write a whole decrypted document back in its own format (dotenv, ini)."""
     from .backends.sops.emit import emit
 

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from . import redact
 from .backends.base import Fetched
 from .deadline import Deadline
-from .environment import CREDENTIAL_VARIABLES, check_env_value, child_environment, process_environment
+from .environment import check_env_value, child_environment, process_environment
 from .errors import ConfigError, KeyNotFoundError, NotFoundError, SecretInitError, StoppedBySignalError
 from .fetch import close_backends, fetch_all
 from .handover import HandOverOptions, hand_over, preflight_command
@@ -150,7 +150,7 @@ def render_all(plan: Plan, values: dict[str, Fetched | SecretInitError], *, fake
                 redact.register(content[spec.name])
                 continue
             except SecretInitError as error:
-                outcome = error.for_secret(spec.name)
+                outcome = error
         outcome = outcome.for_secret(spec.name)
         if spec.optional and _tolerated(outcome):
             missing.append(spec.name)
@@ -223,7 +223,8 @@ def command_environment(plan: Plan, rendered: Rendered) -> dict[str, str]:
             exports[spec.env] = check_env_value(spec.name, spec.env, rendered.content[planned.name])
         if spec.env_file:
             exports[spec.env_file] = planned.path
-    consumed: set[str] = set(CREDENTIAL_VARIABLES)
+    # child_environment also removes CREDENTIAL_VARIABLES, the ones secret-init may read itself.
+    consumed: set[str] = set()
     for backend in backends_in_use(plan).values():
         consumed |= backend.consumed_environment()
     return child_environment(process_environment(), remove=consumed,

@@ -123,7 +123,7 @@ class Backend(abc.ABC):
         """
 
     def consumed_environment(self) -> set[str]:
-        """Names of credential variables this backend read, to be removed from the child's environment."""
+        """Return the credential variables this backend read, to drop from the child's environment."""
         return set()
 
     def close(self) -> None:

@@ -72,7 +72,6 @@ def _load_yaml_bounded(text: str, path: Path) -> Any:
         if node is None:
             return None
         sizes: dict[int, int] = {}
-
         visiting: set[int] = set()
 
         def expanded(current: yaml.Node) -> int:

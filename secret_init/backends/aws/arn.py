@@ -31,7 +31,6 @@ PARAMETER_SELECTOR = re.compile(r"^(?:[0-9]{1,19}|[A-Za-z_.-][A-Za-z0-9_.-]{0,99
 SECRETS_MANAGER_REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
 
 
-
 @dataclass(frozen=True)
 class SecretId:
     """A parsed Secrets Manager ``id``.

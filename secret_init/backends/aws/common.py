@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from ...deadline import Deadline
-from ...errors import SecretInitError
+from ...errors import ConfigError, SecretInitError
 from ...fields import Fields
-from ..base import Backend, BackendContext
+from ..base import Backend, BackendContext, Fetched, Reference
 from . import session
 
 T = TypeVar("T")
@@ -43,6 +43,27 @@ class AwsBackend(Backend):
         """Return the Region of a reference; raises ConfigError when none is configured."""
         return session.resolve_region(arn_region, self.region, self.context.environ)
 
+    def locate(self, references: Sequence[Any]) -> tuple[
+            dict[Reference, Fetched | SecretInitError], list[tuple[str, Any]]]:
+        """Check the credentials and resolve the Region of each reference before any request.
+
+        Each reference has a ``region`` attribute (from an ARN, or None). Return the results
+        already decided (a credentials error for every reference, or a missing Region for
+        some) and the (Region, reference) pairs left to fetch.
+        """
+        try:
+            session.ensure_credentials()
+        except SecretInitError as error:
+            return {reference: error for reference in references}, []
+        results: dict[Reference, Fetched | SecretInitError] = {}
+        located: list[tuple[str, Any]] = []
+        for reference in references:
+            try:
+                located.append((self.region_for(reference.region), reference))
+            except ConfigError as error:
+                results[reference] = error
+        return results, located
+
     def client(self, region: str, deadline: Deadline):
         return session.get_client(self.service, region, self.endpoint_url, deadline,
                                   max_pool_connections=self.concurrency)
@@ -75,8 +96,3 @@ def run_tasks(tasks: Iterable[Callable[[], dict]], concurrency: int) -> dict:
         for future in futures:
             results.update(future.result())
     return results
-
-
-def fail_all(references: Iterable, error: SecretInitError) -> dict:
-    """Return ``error`` as the result of every reference."""
-    return {reference: error for reference in references}

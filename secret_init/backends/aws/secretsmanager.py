@@ -25,9 +25,8 @@ from ...errors import (BackendUnavailableError, ConfigError, CredentialsError,
                        SecretDeletedError, SecretInitError)
 from ...fields import Fields
 from ..base import Fetched, KeyPath, Reference
-from . import session
 from .arn import parse_secret_id
-from .common import AwsBackend, chunks, fail_all, run_tasks
+from .common import AwsBackend, chunks, run_tasks
 from .retry import call_with_retry, map_code
 
 log = logging.getLogger("secret_init.backends.aws")
@@ -149,20 +148,10 @@ class SecretsManagerBackend(AwsBackend):
     def fetch(self, references: Sequence[Reference],
               deadline: Deadline) -> dict[Reference, Fetched | SecretInitError]:
         refs = [ref for ref in references if isinstance(ref, SecretReference)]
-        try:
-            session.ensure_credentials()
-        except SecretInitError as error:
-            return fail_all(refs, error)
-
-        results: dict[Reference, Fetched | SecretInitError] = {}
+        results, located = self.locate(refs)
         current: dict[str, list[SecretReference]] = {}
         single: list[tuple[str, SecretReference]] = []
-        for ref in refs:
-            try:
-                region = self.region_for(ref.region)
-            except ConfigError as error:
-                results[ref] = error
-                continue
+        for region, ref in located:
             if ref.is_current():
                 current.setdefault(region, []).append(ref)
             else:
@@ -195,7 +184,7 @@ class SecretsManagerBackend(AwsBackend):
     def _get_secret_value(self, region: str, secret_id: str, version_stage: str | None,
                           version_id: str | None, deadline: Deadline) -> Fetched | SecretInitError:
         selector = f"version {version_id}" if version_id else f"stage {version_stage}"
-        subject = f"Secrets Manager secret '{secret_id}' ({region}, {selector})"
+        subject = _subject(secret_id, region, selector)
         request: dict[str, str] = {"SecretId": secret_id}
         if version_id:
             request["VersionId"] = version_id
@@ -265,6 +254,11 @@ class SecretsManagerBackend(AwsBackend):
         return results
 
 
+def _subject(secret_id: str, region: str, selector: str) -> str:
+    """Name one secret version for logs and errors: its id, Region and stage or version."""
+    return f"Secrets Manager secret '{secret_id}' ({region}, {selector})"
+
+
 def _batch_fallback_allowed(error: SecretInitError) -> bool:
     """Return whether a failed BatchGetSecretValue should be retried one secret at a time."""
     if isinstance(error, (CredentialsError, DeadlineExceededError)):
@@ -283,7 +277,7 @@ def _collect_batch(response: Mapping[str, Any], secret_ids: list[str], region: s
             log.warning("BatchGetSecretValue in %s returned secret '%s', which was not "
                         "requested", region, value.get("Name", "?"))
         for secret_id in matched:
-            subject = f"Secrets Manager secret '{secret_id}' ({region}, stage {CURRENT_STAGE})"
+            subject = _subject(secret_id, region, f"stage {CURRENT_STAGE}")
             results[secret_id] = _fetched(value, subject)
 
     # Per-secret failures come back here with HTTP 200, each naming the id as requested.
@@ -293,7 +287,7 @@ def _collect_batch(response: Mapping[str, Any], secret_ids: list[str], region: s
             log.warning("BatchGetSecretValue in %s returned an error for '%s', which was not "
                         "requested", region, secret_id)
             continue
-        subject = f"Secrets Manager secret '{secret_id}' ({region}, stage {CURRENT_STAGE})"
+        subject = _subject(secret_id, region, f"stage {CURRENT_STAGE}")
         message = " ".join(str(entry.get("Message", "")).split()).rstrip(".")
         results[secret_id] = map_code(entry.get("ErrorCode", ""), message, subject,
                                       GET_PERMISSION, ERROR_CODES)

@@ -209,6 +209,8 @@ def ensure_credentials() -> str:
 def _resolve_credentials(session: "botocore.session.Session") -> str:
     import botocore.exceptions as bce
 
+    from .retry import aws_message
+
     try:
         credentials = session.get_credentials()
         if credentials is None:
@@ -228,7 +230,7 @@ def _resolve_credentials(session: "botocore.session.Session") -> str:
     except bce.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        message = f"obtaining AWS credentials failed: {code}: {_message(error)}"
+        message = f"obtaining AWS credentials failed: {code}: {aws_message(error)}"
         if status >= 500 or code in ("Throttling", "ThrottlingException"):
             raise BackendUnavailableError(message) from None
         raise CredentialsError(message) from None
@@ -300,9 +302,3 @@ def get_client(service: str, region: str, endpoint_url: str | None, deadline: De
 def consumed_variables(environ: Mapping[str, str]) -> set[str]:
     """Return the secret credential variables present in ``environ``."""
     return {name for name in SECRET_CREDENTIAL_VARIABLES if environ.get(name)}
-
-
-def _message(error: Any) -> str:
-    """Return an AWS error message on one line (moto pads some with newlines)."""
-    text = error.response.get("Error", {}).get("Message", "") if hasattr(error, "response") else str(error)
-    return " ".join(str(text).split()).rstrip(".")

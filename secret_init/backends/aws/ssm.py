@@ -25,17 +25,18 @@ from ...errors import (BackendUnavailableError, ConfigError, DecryptionFailedErr
                        NotFoundError, SecretInitError)
 from ...fields import Fields
 from ..base import Fetched, KeyPath, Reference
-from . import session
 from .arn import SECRET_NAME, SECRETS_MANAGER_REFERENCE_PREFIX, parse_parameter_name
-from .common import AwsBackend, chunks, fail_all, run_tasks
+from .common import AwsBackend, chunks, run_tasks
 from .retry import call_with_retry
 
 log = logging.getLogger("secret_init.backends.aws")
 
 # GetParameters accepts at most 10 names (ParameterNameList in the botocore model).
 BATCH_SIZE = 10
-PERMISSION = ("ssm:GetParameters (and kms:Decrypt for SecureString parameters with a "
-              "customer managed key)")
+# The IAM actions a denied caller needs, for GetParameters and for GetParameter.
+DECRYPT_PERMISSION = "kms:Decrypt for SecureString parameters with a customer managed key"
+PERMISSION = f"ssm:GetParameters (and {DECRYPT_PERMISSION})"
+GET_PARAMETER_PERMISSION = f"ssm:GetParameter (and {DECRYPT_PERMISSION})"
 
 
 def _not_found(subject: str, message: str) -> SecretInitError:
@@ -102,19 +103,9 @@ class ParameterStoreBackend(AwsBackend):
     def fetch(self, references: Sequence[Reference],
               deadline: Deadline) -> dict[Reference, Fetched | SecretInitError]:
         refs = [ref for ref in references if isinstance(ref, ParameterReference)]
-        try:
-            session.ensure_credentials()
-        except SecretInitError as error:
-            return fail_all(refs, error)
-
-        results: dict[Reference, Fetched | SecretInitError] = {}
+        results, located = self.locate(refs)
         by_region: dict[str, dict[str, list[ParameterReference]]] = {}
-        for ref in refs:
-            try:
-                region = self.region_for(ref.region)
-            except ConfigError as error:
-                results[ref] = error
-                continue
+        for region, ref in located:
             by_region.setdefault(region, {}).setdefault(ref.request_name(), []).append(ref)
 
         tasks = []
@@ -143,8 +134,7 @@ class ParameterStoreBackend(AwsBackend):
             client = self.client(region, deadline)
             response = call_with_retry(
                 lambda: client.get_parameter(Name=name, WithDecryption=True),
-                deadline, subject, PERMISSION.replace("GetParameters", "GetParameter"),
-                ERROR_CODES)
+                deadline, subject, GET_PARAMETER_PERMISSION, ERROR_CODES)
         except SecretInitError as error:
             return {ref: error for ref in refs}
         log.debug("GetParameter %s: %d ms", subject, (time.monotonic() - started) * 1000)

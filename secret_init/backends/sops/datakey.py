@@ -63,7 +63,7 @@ class DataKeyError(Exception):
 
 
 def decryption_order(configured: Sequence[str] | None) -> list[str]:
-    """The key type order: the configured one, then sops' default (age, pgp, stored order)."""
+    """Return the configured key type order, or sops' default (age, pgp), then the other types."""
     order = list(configured) if configured else list(DEFAULT_DECRYPTION_ORDER)
     return order + [key_type for key_type in KEY_TYPES if key_type not in order]
 

@@ -47,7 +47,7 @@ def emit(document: Any, document_format: str) -> bytes:
 
 
 def scalar_text(value: Any) -> str:
-    """Text of a scalar as sops' exec-env writes it (true, 5432, 2031-01-01T00:00:00Z)."""
+    """Return a scalar as sops' exec-env writes it (true, 5432, 2031-01-01T00:00:00Z)."""
     if value is None:
         return ""
     if value is True or value is False:

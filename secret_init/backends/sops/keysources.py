@@ -308,7 +308,7 @@ def decrypt_kms(key: MasterKey, context: KeyContext) -> bytes:
     from ..aws.session import consumed_variables
 
     context.consumed.update(consumed_variables(environ))
-    timeout = max(MIN_COMMAND_SECONDS, context.deadline.remaining())
+    timeout = context.command_timeout()
     config = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout,
                                     retries={"mode": "standard", "max_attempts": 3})
     try:
@@ -413,7 +413,7 @@ def decrypt_vault_transit(key: MasterKey, context: KeyContext) -> bytes:
                                             "~/.vault-token")
 
     client = hvac.Client(url=address, token=token, namespace=environ.get("VAULT_NAMESPACE") or None,
-                         timeout=max(MIN_COMMAND_SECONDS, context.deadline.remaining()))
+                         timeout=context.command_timeout())
     engine_path = key.text("engine_path").strip("/")
     key_name = key.text("key_name")
 

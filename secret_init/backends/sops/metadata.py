@@ -68,7 +68,7 @@ class SelectionRule:
         return self.option.startswith("unencrypted_")
 
     def key_matches(self, key: str) -> bool:
-        """Whether one key path component matches the suffix or regex."""
+        """Return whether one key path component matches the suffix or regex."""
         if self.option.endswith("_suffix"):
             return key.endswith(self.value)
         # NOTE: Python's re stands in for Go's RE2; the syntax common to both behaves the same.
@@ -96,7 +96,7 @@ class Metadata:
         return parse_version(self.version)
 
     def key_types(self) -> list[str]:
-        """Key types present in the file, in KEY_TYPES order, without repeats."""
+        """Return the key types present in the file, in KEY_TYPES order, without repeats."""
         present = {key.key_type for group in self.key_groups for key in group}
         return [key_type for key_type in KEY_TYPES if key_type in present]
 

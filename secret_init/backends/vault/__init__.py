@@ -52,10 +52,10 @@ import threading
 import time
 
 from ...deadline import Deadline
-from ...errors import SecretInitError
+from ...errors import ConfigError, SecretInitError
 from ...fields import Fields
 from ..base import Backend, BackendContext, Fetched, KeyPath, Reference
-from .config import VaultSettings, read_settings
+from .config import MISSING_ADDRESS, VaultSettings, read_settings
 
 if TYPE_CHECKING:
     from .auth import Session
@@ -119,9 +119,6 @@ class VaultBackend(Backend):
         super().__init__(name, config, context)
         self.settings: VaultSettings = read_settings(config, context)
         if not self.settings.address:
-            from ...errors import ConfigError
-            from .config import MISSING_ADDRESS
-
             self.deferred_error = ConfigError(f"backend '{name}': {MISSING_ADDRESS}")
         self._connection: VaultConnection | None = None
         self._session: Session | None = None
@@ -276,9 +273,9 @@ class _ReadOnce:
                 future.set_exception(error)
                 raise
             else:
-                log.info("vault %s: fetched %s%s in %d ms", backend_name, plan.describe(),
-                         f" (version {fetched.version})" if fetched.version and plan.version is None else "",
-                         (time.monotonic() - started) * 1000)
+                log.debug("vault %s: read %s%s in %d ms", backend_name, plan.describe(),
+                          f" (version {fetched.version})" if fetched.version and plan.version is None else "",
+                          (time.monotonic() - started) * 1000)
                 future.set_result(fetched)
         result = future.result()
         if isinstance(result, SecretInitError):

@@ -83,7 +83,7 @@ class AuthSettings:
 
     ``token`` reads ``token_file``, else VAULT_TOKEN, else ~/.vault-token, and that token is
     never revoked. ``approle``, ``kubernetes`` and ``jwt`` log in, and ``close`` revokes the
-    token of that login.
+    token of that login unless a fetched secret holds a lease created with it.
     """
 
     method: str = "token"

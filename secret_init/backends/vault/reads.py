@@ -120,10 +120,11 @@ class MountCache:
         response = connection.call(action, request, deadline)
         if response is None:
             # Servers older than the endpoint return 404, and the Vault CLI then assumes KV v1.
+            first_segment = path.split("/", 1)[0]
             log.info("Vault at %s has no sys/internal/ui/mounts endpoint; reading %s as KV "
-                     "version 1 at mount %s", connection.settings.address, path, path.split("/")[0])
+                     "version 1 at mount %s", connection.settings.address, path, first_segment)
             self._endpoint_missing = True
-            return MountInfo(path=path.split("/", 1)[0], type="kv", kv_version=1)
+            return MountInfo(path=first_segment, type="kv", kv_version=1)
         return self._parse(path, response)
 
     def _parse(self, path: str, response: Any) -> MountInfo:
