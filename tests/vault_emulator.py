@@ -221,7 +221,7 @@ class Request:
     timestamp: float  # time.time() at arrival
     client_address: tuple[str, int]
     status: int | None = None  # response status; None while running or when the connection was dropped
-    finished: float | None = None  # time.time() after the response was written
+    finished: float | None = None  # time.time() just before the response was sent
 
     def header(self, name: str) -> str | None:
         """Return the last value of header *name* (case-insensitive), or None."""
@@ -1844,11 +1844,11 @@ class VaultEmulator:
 
         if response.drop_connection:
             handler.close_connection = True
+            request.finished = time.time()
             try:
                 handler.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            request.finished = time.time()
             return
         self._write(handler, request, response)
 
@@ -1893,6 +1893,9 @@ class VaultEmulator:
         return handler.rfile.read(length) if length else b""
 
     def _write(self, handler: _Handler, request: Request, response: _Response) -> None:
+        # Status and finish time are recorded before the response goes out: a client may read
+        # it, and a test may then inspect the log, before this thread runs again.
+        request.status = response.status
         handler.send_response(response.status)
         handler.send_header("Cache-Control", "no-store")
         if response.content_type is not None:
@@ -1902,12 +1905,11 @@ class VaultEmulator:
         body = b"" if request.method == "HEAD" else response.body
         if response.status != 204:
             handler.send_header("Content-Length", str(len(body)))
+        request.finished = time.time()
         handler.end_headers()
         if body:
             handler.wfile.write(body)
         handler.wfile.flush()
-        request.status = response.status
-        request.finished = time.time()
 
     def _latency_for(self, logical_path: str) -> float:
         with self._lock:
