@@ -78,9 +78,9 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
 def enter_tmpfs_namespace() -> None:
     """Re-run this script in a private mount namespace with a tmpfs over the temp folder.
 
-    secret-init writes to tmpfs in production, where fsync costs nothing; on a disk the
+    secret-init writes to tmpfs in production, where fsync costs nothing. On a disk the
     fsync of each file would dominate and measure the disk, not secret-init. Without root,
-    the benchmark runs on disk and says so.
+    the benchmark runs on disk and prints a note.
     """
     if os.environ.get("BENCH_IN_TMPFS") == "1":
         return

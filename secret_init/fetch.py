@@ -106,7 +106,7 @@ def fetch_all(backends: dict[str, Backend], references: dict[str, list[Reference
                     f"backend '{name}' did not respond within the {deadline.seconds:g} s deadline "
                     f"for {reference.describe()}; raise 'timeout' or check the backend"))
         # Copies under a new name: ``run`` refers to ``values`` and ``milliseconds`` by name,
-        # so a backend that answers after the deadline writes only into the originals.
+        # so a backend that responds after the deadline writes only into the originals.
         final_values = dict(values)
         final_milliseconds = dict(milliseconds)
 

@@ -25,7 +25,7 @@ def parse_mode(value: Any, source: str | None = None) -> int:
 
     ``source`` is the text as written in the file, when known. Numbers are rejected with a
     hint, because YAML reads an unquoted 0400 as the octal number 256 and an unquoted 400
-    as the decimal 400, and neither is what a reader of the manifest sees.
+    as the decimal 400, and neither is what a reader of the manifest expects.
     """
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError(f"must be an octal string such as \"0400\", not {value!r}")

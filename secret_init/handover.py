@@ -284,8 +284,8 @@ def supervise(command: list[str], env: dict[str, str], account: Account | None,
     # and this process keeps them blocked across execve into the supervisor, which takes
     # them with sigtimedwait. A signal that arrives in between stays pending for it.
     # NOTE: the mask is per thread. The fetch threads start with every signal blocked, so
-    # only this thread takes one here; a thread started some other way could take a signal
-    # in this window, and it would then be lost.
+    # only this thread takes one here. A thread started some other way could take a signal
+    # in this window, and that signal would be lost.
     signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.WAITED_SIGNALS)
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()

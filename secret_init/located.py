@@ -15,7 +15,7 @@ from .errors import ManifestError
 
 
 class LocatedMap(dict):
-    """A mapping that knows the 1-based (line, column) of itself, its keys and its values."""
+    """A mapping that records the 1-based (line, column) of itself, its keys and its values."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -27,7 +27,7 @@ class LocatedMap(dict):
 
 
 class LocatedList(list):
-    """A sequence that knows the 1-based (line, column) of itself and of each item."""
+    """A sequence that records the 1-based (line, column) of itself and of each item."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -10,7 +10,7 @@ know it::
 A reader sees the whole old set or the whole new set, never a mix. Each file is created
 with O_EXCL|O_NOFOLLOW in a fresh directory, gets its final owner and mode before the first
 byte is written, and is fsynced. Until the ``..data`` rename the previous set is untouched,
-so a kill -9 at any moment leaves it intact; leftovers of an interrupted run are removed by
+so a kill -9 at any moment leaves it intact. Leftovers of an interrupted run are removed by
 the next one.
 """
 

@@ -168,8 +168,8 @@ def dotenv_line_value(text: str) -> str:
     Single quotes, because loaders such as python-dotenv and Docker Compose expand ${VAR}
     inside double quotes. A value with a single quote or a newline needs double quotes, where
     backslash, double quote, newline (as \\n) and dollar are escaped.
-    NOTE: loaders differ on escapes inside double quotes; a value with ' or a newline and
-    also $ may read back differently in some of them.
+    NOTE: loaders differ on escapes inside double quotes, so a value with ' or a newline
+    and also $ may read back differently in some of them.
     """
     if text and re.fullmatch(r"[A-Za-z0-9_./:@%+,=-]*", text):
         return text

@@ -16,7 +16,7 @@ from namespaces import in_tmpfs_namespace, require_mount_namespace
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 
-# The child reports what it sees, as JSON, so the test can check modes and owners.
+# The child prints the files it can read, as JSON, so the test can check modes and owners.
 INSPECT_CHILD = textwrap.dedent("""
     import json, os, sys
     directory = sys.argv[1]
@@ -324,8 +324,8 @@ def test_tmpfs_output_is_detected(tmp_path):
 
 
 def test_fetch_threads_block_every_signal(tmp_path):
-    # A signal taken by a fetch thread would wait for the main thread's next check, up to
-    # the deadline; only the main thread may take them.
+    # A signal taken by a fetch thread would wait for the main thread's next check, which
+    # may be the deadline, so only the main thread may take signals.
     import signal
     import threading
 

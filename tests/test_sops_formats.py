@@ -169,8 +169,8 @@ def test_ini_quoted_and_continued_values(writer, decrypt):
 def test_yaml_alias_expanded_by_sops_decrypts(writer, decrypt, age_identity):
     import yaml
 
-    # sops expands aliases when it encrypts, so the encrypted file holds two separate values
-    # and no alias; this checks both copies decrypt. Aliases that survive in a file sit in
+    # sops expands aliases when it encrypts, so the encrypted file contains two separate
+    # values and no alias. This checks that both copies decrypt. Aliases that survive in a file sit in
     # its clear part, which the next test covers.
     plaintext = yaml.safe_load("db: &p hunter2\napp: *p\n")
     assert value_of(decrypt("anchors.yaml", writer.yaml(plaintext))) == {"db": "hunter2",

@@ -1,4 +1,4 @@
-"""The sample application: list the secret files it sees, with mode and owner, never content."""
+"""The sample application: list the secret files it finds, with mode and owner, never content."""
 
 import os
 import pwd

@@ -4,7 +4,7 @@ A backend is configured once from its manifest entry under ``backends:``. For ea
 names it with ``from:``, it turns the secret's backend-specific fields into a ``Reference``: a
 hashable description of what to fetch. Equal references are fetched once, however many
 secrets use them. ``fetch`` receives the distinct references of one run as a batch and
-returns, for each, either a ``Fetched`` value or a ``SecretInitError``; it never raises a
+returns, for each, either a ``Fetched`` value or a ``SecretInitError``. It never raises a
 library exception.
 
 Backend modules import only the standard library at module level. Heavy client libraries
@@ -31,7 +31,10 @@ KeyPath = tuple[str, ...]
 
 @dataclass(frozen=True)
 class Reference:
-    """What to fetch from one backend; subclasses add hashable fields such as a path or version."""
+    """The description of one value to fetch from one backend.
+
+    Subclasses add hashable fields such as a path or a version.
+    """
 
     backend: str
 
@@ -66,7 +69,7 @@ class Fetched:
 
 @dataclass
 class BackendContext:
-    """What a backend may use from the run besides its own configuration."""
+    """The parts of the run a backend may use besides its own configuration."""
 
     manifest_dir: Path
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -108,8 +111,8 @@ class Backend(abc.ABC):
         """Read a secret's backend-specific fields and return its reference.
 
         The second item is a key path implied by the reference itself (the JSON key of an
-        ECS ``valueFrom`` ARN); the secret's own ``key`` field wins over it. Validate
-        offline only; the caller calls ``entry.finish()``.
+        ECS ``valueFrom`` ARN). The secret's own ``key`` field wins over it. Validate
+        offline only, and leave ``entry.finish()`` to the caller.
         """
 
     @abc.abstractmethod

@@ -58,7 +58,7 @@ def read_bytes(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
 
 
 # Nodes a YAML document may expand to through aliases: far above any real secrets file,
-# far below what a "billion laughs" document asks for.
+# far below what a "billion laughs" document would build.
 MAX_EXPANDED_NODES = 1_000_000
 
 

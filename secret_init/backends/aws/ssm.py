@@ -9,7 +9,7 @@ in parallel. Names with a selector and /aws/reference/secretsmanager/ names are 
 one with GetParameter, because a batch response cannot be matched to them reliably.
 
 NOTE: a binary Secrets Manager secret read through /aws/reference/secretsmanager/ is not
-handled specially; Parameter Store's answer for it was not verified.
+handled specially, and Parameter Store's response for it was not verified.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ...deadline import Deadline
 from ...errors import (BackendUnavailableError, ConfigError, DecryptionFailedError,
@@ -129,31 +129,34 @@ class ParameterStoreBackend(AwsBackend):
     def _fetch_one(self, region: str, name: str, refs: list[ParameterReference],
                    deadline: Deadline) -> dict[Reference, Fetched | SecretInitError]:
         subject = f"SSM parameter '{name}' ({region})"
+        response = self._call(region, deadline, subject, GET_PARAMETER_PERMISSION,
+                              lambda client: client.get_parameter(Name=name, WithDecryption=True))
+        if isinstance(response, SecretInitError):
+            return {ref: response for ref in refs}
+        result = _fetched(response.get("Parameter") or {}, subject)
+        return {ref: result for ref in refs}
+
+    def _call(self, region: str, deadline: Deadline, subject: str, permission: str,
+              request: Callable[[Any], dict]) -> dict | SecretInitError:
+        """Send one SSM request with retries, and return its response or its final error."""
         started = time.monotonic()
         try:
             client = self.client(region, deadline)
-            response = call_with_retry(
-                lambda: client.get_parameter(Name=name, WithDecryption=True),
-                deadline, subject, GET_PARAMETER_PERMISSION, ERROR_CODES)
+            response = call_with_retry(lambda: request(client), deadline, subject, permission,
+                                       ERROR_CODES)
         except SecretInitError as error:
-            return {ref: error for ref in refs}
-        log.debug("GetParameter %s: %d ms", subject, (time.monotonic() - started) * 1000)
-        result = _fetched(response.get("Parameter") or {}, subject)
-        return {ref: result for ref in refs}
+            return error
+        log.debug("%s: %d ms", subject, (time.monotonic() - started) * 1000)
+        return response
 
     def _get_parameters(self, region: str, names: list[str],
                         deadline: Deadline) -> dict[str, Fetched | SecretInitError]:
         subject = (f"SSM parameter '{names[0]}' ({region})" if len(names) == 1
                    else f"GetParameters of {len(names)} parameters in {region}")
-        started = time.monotonic()
-        try:
-            client = self.client(region, deadline)
-            response = call_with_retry(
-                lambda: client.get_parameters(Names=names, WithDecryption=True),
-                deadline, subject, PERMISSION, ERROR_CODES)
-        except SecretInitError as error:
-            return {name: error for name in names}
-        log.debug("%s: %d ms", subject, (time.monotonic() - started) * 1000)
+        response = self._call(region, deadline, subject, PERMISSION,
+                              lambda client: client.get_parameters(Names=names, WithDecryption=True))
+        if isinstance(response, SecretInitError):
+            return {name: response for name in names}
 
         results: dict[str, Fetched | SecretInitError] = {}
         requested = set(names)
@@ -179,9 +182,10 @@ def _batchable(ref: ParameterReference) -> bool:
     """Return whether GetParameters can read ``ref`` in a batch.
 
     A batch response is matched to the request by the parameter's Name or ARN. That is
-    ambiguous for a selector (moto 5.2 omits the Selector field, and one parameter may then
-    appear in several versions) and for /aws/reference/secretsmanager/ names (moto 5.2
-    returns the bare secret name), so those are read one by one with GetParameter.
+    ambiguous for a selector, because moto 5.2 omits the Selector field and one parameter
+    may then appear in several versions. It is ambiguous for /aws/reference/secretsmanager/
+    names too, because moto 5.2 returns the bare secret name. Both are read one by one with
+    GetParameter.
     """
     return ref.selector is None and not ref.name.startswith(SECRETS_MANAGER_REFERENCE_PREFIX)
 

@@ -83,7 +83,7 @@ class ValueCipher:
 
         Returns str, int, float, bool, bytes, ``gotext.GoTime`` or ``Comment``. An empty
         string is returned unchanged because sops never encrypts empty values. With
-        ``keep_bytes`` a ``str`` value stays bytes (the binary format holds any bytes).
+        ``keep_bytes`` a ``str`` value stays bytes (the binary format may contain any bytes).
         """
         if text == "":
             return ""

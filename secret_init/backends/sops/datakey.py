@@ -20,7 +20,7 @@ from .metadata import DEFAULT_DECRYPTION_ORDER, KEY_TYPES, MasterKey, Metadata
 
 log = logging.getLogger(__name__)
 
-# What to set, by key type, when no key of that type worked.
+# Hints by key type: the setting to fix when no key of that type worked.
 KEY_HINTS = {
     "age": "set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY, SOPS_AGE_KEY_CMD) to an identity for "
            "one of the file's age recipients",
@@ -33,7 +33,7 @@ KEY_HINTS = {
 
 @dataclass
 class KeyFailure:
-    """Why one master key of one group did not yield the data key."""
+    """The reason one master key of one group did not yield the data key."""
 
     group: int
     key: MasterKey

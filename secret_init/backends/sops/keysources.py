@@ -404,8 +404,8 @@ def decrypt_vault_transit(key: MasterKey, context: KeyContext) -> bytes:
                                      "pip install 'secret-init[vault]'") from None
 
     environ = context.environ
-    # The address stored in the file wins over VAULT_ADDR, as in sops itself: the file
-    # names the Vault that holds its key.
+    # The address stored in the file wins over VAULT_ADDR, as in sops itself, because the
+    # file names the Vault that has its key.
     address = key.text("vault_address")
     token = _vault_token(context)
     if not token:

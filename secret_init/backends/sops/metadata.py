@@ -53,7 +53,7 @@ class MasterKey:
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """Which values of the file are encrypted, from the one selection option it sets."""
+    """The rule that selects the file's encrypted values, from the one selection option it sets."""
 
     option: str = "unencrypted_suffix"
     value: str = DEFAULT_UNENCRYPTED_SUFFIX
@@ -71,7 +71,8 @@ class SelectionRule:
         """Return whether one key path component matches the suffix or regex."""
         if self.option.endswith("_suffix"):
             return key.endswith(self.value)
-        # NOTE: Python's re stands in for Go's RE2; the syntax common to both behaves the same.
+        # NOTE: Python's re is used in place of Go's RE2. The syntax common to both behaves
+        # the same, but a pattern using a feature of only one of them may not.
         return self._pattern.search(key) is not None
 
     @property

@@ -1,9 +1,9 @@
 """Combining Shamir shares of a sops data key, as sops' copy of HashiCorp Vault's shamir does.
 
 A file with several key groups stores one share of the data key per group. Each share is
-the secret's length plus one byte: the last byte is the share's x coordinate, and every
-other byte is a point of a separate polynomial over GF(2^8) with the AES reduction
-polynomial x^8 + x^4 + x^3 + x + 1. The secret is each polynomial's value at x = 0,
+the secret's length plus one byte. The last byte is the share's x coordinate. Every other
+byte is a point of a separate polynomial over GF(2^8) with the AES reduction polynomial
+x^8 + x^4 + x^3 + x + 1. The secret is each polynomial's value at x = 0,
 found by Lagrange interpolation.
 """
 
